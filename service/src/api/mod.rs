@@ -1,0 +1,145 @@
+//! HTTP routes and thin handlers: parse the request, call one interaction,
+//! render the result. No SQL and no FHIR rules live here.
+
+mod history;
+mod metadata;
+pub mod negotiate;
+mod render;
+mod rest;
+
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::fhir::outcome::FhirError;
+use crate::store::Store;
+use negotiate::Output;
+
+pub struct AppState {
+    pub store: Store,
+    pub max_body_bytes: usize,
+    /// The CapabilityStatement, rendered once: it only changes with the code.
+    pub capability_statement: String,
+}
+
+/// Every route the server serves, with its methods. `configure` registers
+/// exactly these, and a test checks openapi.yaml documents each of them.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/metadata", &["GET"]),
+    ("/_history", &["GET"]),
+    ("/{type}", &["GET", "POST", "PUT", "DELETE"]),
+    ("/{type}/_search", &["POST"]),
+    ("/{type}/_history", &["GET"]),
+    ("/{type}/{id}", &["GET", "PUT", "PATCH", "DELETE"]),
+    ("/{type}/{id}/_history", &["GET"]),
+    ("/{type}/{id}/_history/{vid}", &["GET"]),
+];
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    for (path, methods) in ROUTES {
+        let mut resource = web::resource(*path);
+        for m in *methods {
+            resource = match (*path, *m) {
+                ("/metadata", _) => resource.route(web::get().to(metadata)),
+                ("/_history", _) => resource.route(web::get().to(history::system)),
+                ("/{type}", "GET") => resource.route(web::get().to(rest::search_get)),
+                ("/{type}", "POST") => resource.route(web::post().to(rest::create)),
+                ("/{type}", "PUT") => resource.route(web::put().to(rest::conditional_update)),
+                ("/{type}", "DELETE") => resource.route(web::delete().to(rest::conditional_delete)),
+                ("/{type}/_search", _) => resource.route(web::post().to(rest::search_post)),
+                ("/{type}/_history", _) => resource.route(web::get().to(history::of_type)),
+                ("/{type}/{id}", "GET") => resource.route(web::get().to(rest::read)),
+                ("/{type}/{id}", "PUT") => resource.route(web::put().to(rest::update)),
+                ("/{type}/{id}", "PATCH") => resource.route(web::patch().to(rest::patch)),
+                ("/{type}/{id}", "DELETE") => resource.route(web::delete().to(rest::delete)),
+                ("/{type}/{id}/_history", _) => resource.route(web::get().to(history::of_instance)),
+                ("/{type}/{id}/_history/{vid}", _) => resource.route(web::get().to(rest::vread)),
+                _ => unreachable!("route {m} {path} has no handler"),
+            };
+        }
+        let allow = methods.join(", ");
+        resource = resource.default_service(web::to(move |req: HttpRequest| {
+            let allow = allow.clone();
+            async move { method_not_allowed(&req, &allow) }
+        }));
+        cfg.service(resource);
+    }
+    cfg.default_service(web::to(no_route));
+}
+
+async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    handle(&req.clone(), |out| async move {
+        render::body_response(StatusCode::OK, &out, &state.capability_statement)
+    })
+    .await
+}
+
+fn method_not_allowed(req: &HttpRequest, allow: &str) -> HttpResponse {
+    let err = FhirError::MethodNotAllowed(format!(
+        "{} is not allowed on {}; allowed: {allow}",
+        req.method(),
+        req.path()
+    ));
+    let mut resp = render::error_response(&err, &Output::default());
+    if let Ok(v) = header::HeaderValue::from_str(allow) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+    resp
+}
+
+async fn no_route(req: HttpRequest) -> HttpResponse {
+    let err = if req.method() == Method::GET || req.method() == Method::POST {
+        FhirError::NotFound(format!("there is no endpoint at {}", req.path()))
+    } else {
+        FhirError::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.path()))
+    };
+    render::error_response(&err, &Output::default())
+}
+
+/// Negotiates the output format, runs the handler body, and renders any
+/// error as an OperationOutcome in that format.
+async fn handle<F, Fut>(req: &HttpRequest, f: F) -> HttpResponse
+where
+    F: FnOnce(Output) -> Fut,
+    Fut: std::future::Future<Output = crate::fhir::outcome::FhirResult<HttpResponse>>,
+{
+    match Output::negotiate(req) {
+        Err(e) => render::error_response(&e, &Output::default()),
+        Ok(out) => match f(out).await {
+            Ok(resp) => resp,
+            Err(e) => render::error_response(&e, &out),
+        },
+    }
+}
+
+/// Reads the whole body, refusing it once it passes the configured limit.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> crate::fhir::outcome::FhirResult<web::Bytes> {
+    use futures_util::StreamExt as _;
+    let too_large = || {
+        FhirError::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| FhirError::invalid(format!("could not read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+pub fn capability_statement(started: &str) -> String {
+    metadata::capability_statement(started).to_string()
+}

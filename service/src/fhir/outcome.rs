@@ -1,0 +1,169 @@
+//! The one error type of the FHIR layer and its OperationOutcome rendering.
+//!
+//! Every failure a client can cause is a `FhirError`; the API layer maps it
+//! to an HTTP status and an OperationOutcome whose issue names the problem
+//! and, where there is one, the FHIRPath of the offending element.
+
+use serde_json::{json, Value};
+
+/// OperationOutcome `issue.code` values we use (IssueType, R4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueType {
+    Invalid,
+    Structure,
+    NotFound,
+    Deleted,
+    NotSupported,
+    Conflict,
+    TooCostly,
+    Processing,
+    Exception,
+    Informational,
+}
+
+impl IssueType {
+    pub fn code(self) -> &'static str {
+        match self {
+            IssueType::Invalid => "invalid",
+            IssueType::Structure => "structure",
+            IssueType::NotFound => "not-found",
+            IssueType::Deleted => "deleted",
+            IssueType::NotSupported => "not-supported",
+            IssueType::Conflict => "conflict",
+            IssueType::TooCostly => "too-costly",
+            IssueType::Processing => "processing",
+            IssueType::Exception => "exception",
+            IssueType::Informational => "informational",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FhirError {
+    /// 400: the request itself is wrong (bad id, bad parameter, id mismatch).
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        expression: Option<String>,
+    },
+    /// 400: the body is not a well-formed resource of a known shape.
+    #[error("{message}")]
+    Structure {
+        message: String,
+        expression: Option<String>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{message}")]
+    Unprocessable {
+        message: String,
+        expression: Option<String>,
+    },
+    /// 500 or 503: never the client's fault; details go to the log, not the client.
+    #[error("{0}")]
+    Internal(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl FhirError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        FhirError::Invalid {
+            message: message.into(),
+            expression: None,
+        }
+    }
+
+    pub fn invalid_at(message: impl Into<String>, expression: impl Into<String>) -> Self {
+        FhirError::Invalid {
+            message: message.into(),
+            expression: Some(expression.into()),
+        }
+    }
+
+    pub fn structure(message: impl Into<String>, expression: Option<String>) -> Self {
+        FhirError::Structure {
+            message: message.into(),
+            expression,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            FhirError::Invalid { .. } | FhirError::Structure { .. } => 400,
+            FhirError::NotFound(_) => 404,
+            FhirError::MethodNotAllowed(_) => 405,
+            FhirError::NotAcceptable(_) => 406,
+            FhirError::Conflict(_) => 409,
+            FhirError::Gone(_) => 410,
+            FhirError::PreconditionFailed(_) => 412,
+            FhirError::PayloadTooLarge(_) => 413,
+            FhirError::UnsupportedMediaType(_) => 415,
+            FhirError::Unprocessable { .. } => 422,
+            FhirError::Internal(_) => 500,
+            FhirError::Unavailable(_) => 503,
+        }
+    }
+
+    fn issue_type(&self) -> IssueType {
+        match self {
+            FhirError::Invalid { .. } => IssueType::Invalid,
+            FhirError::Structure { .. } => IssueType::Structure,
+            FhirError::NotFound(_) => IssueType::NotFound,
+            FhirError::Gone(_) => IssueType::Deleted,
+            FhirError::MethodNotAllowed(_)
+            | FhirError::NotAcceptable(_)
+            | FhirError::UnsupportedMediaType(_) => IssueType::NotSupported,
+            FhirError::PreconditionFailed(_) | FhirError::Conflict(_) => IssueType::Conflict,
+            FhirError::PayloadTooLarge(_) => IssueType::TooCostly,
+            FhirError::Unprocessable { .. } => IssueType::Processing,
+            FhirError::Internal(_) | FhirError::Unavailable(_) => IssueType::Exception,
+        }
+    }
+
+    fn expression(&self) -> Option<&str> {
+        match self {
+            FhirError::Invalid { expression, .. }
+            | FhirError::Structure { expression, .. }
+            | FhirError::Unprocessable { expression, .. } => expression.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The OperationOutcome a client sees. Internal details are not leaked.
+    pub fn to_outcome(&self) -> Value {
+        let diagnostics = match self {
+            FhirError::Internal(_) => "internal server error; the request was not applied".into(),
+            other => other.to_string(),
+        };
+        outcome("error", self.issue_type(), &diagnostics, self.expression())
+    }
+}
+
+pub fn outcome(severity: &str, code: IssueType, diagnostics: &str, expression: Option<&str>) -> Value {
+    let mut issue = json!({
+        "severity": severity,
+        "code": code.code(),
+        "diagnostics": diagnostics,
+    });
+    if let Some(e) = expression {
+        issue["expression"] = json!([e]);
+    }
+    json!({"resourceType": "OperationOutcome", "issue": [issue]})
+}
+
+pub type FhirResult<T> = Result<T, FhirError>;

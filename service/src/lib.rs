@@ -1,0 +1,12 @@
+//! sp-hub: a FHIR R4 referral hub for social prescribing.
+//!
+//! Request flow: `api` (HTTP, negotiation) → `interactions` (FHIR REST
+//! semantics) → `fhir` (parsing, checks, bundles) and `search` (parameters,
+//! index rows) → `store` (one transaction per write, SQLite or PostgreSQL).
+
+pub mod api;
+pub mod fhir;
+pub mod interactions;
+pub mod search;
+pub mod server;
+pub mod store;

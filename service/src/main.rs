@@ -1,0 +1,65 @@
+use clap::{Args, Parser, Subcommand};
+
+use sp_hub::server::{serve, ServeConfig};
+
+/// sp-hub: FHIR R4 referral hub for social prescribing.
+#[derive(Parser)]
+#[command(name = "sp-hub", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (migrates the database first).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DbArgs),
+}
+
+#[derive(Args)]
+struct DbArgs {
+    /// SQLite file path, or postgres://user@host:port/db for PostgreSQL.
+    #[arg(long, env = "SP_HUB_DATABASE_URL", default_value = "./sp-hub.db")]
+    database_url: String,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "SP_HUB_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "SP_HUB_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    max_body_bytes: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SP_HUB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match Cli::parse().command {
+        Command::Serve(args) => actix_web::rt::System::new().block_on(serve(ServeConfig {
+            database_url: args.db.database_url,
+            listen: args.listen,
+            max_body_bytes: args.max_body_bytes,
+        })),
+        Command::Migrate(args) => sp_hub::store::Store::open(&args.database_url).map(|_| {
+            println!("migrations applied");
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sp-hub: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Durable storage on SQLite (embedded default) or PostgreSQL, one code base.
+//!
+//! The store owns the schema, the migrations and every SQL statement. It
+//! never sees HTTP. A write is one database transaction: current row,
+//! history row and search-index rows commit together or not at all.
+
+mod pool;
+pub mod schema;
+mod write;
+mod query;
+
+pub use pool::{Backend, Store};
+pub use query::{HistoryQuery, HistoryScope, Page};
+pub use write::{Decision, WriteOutcome};
+
+use diesel::prelude::*;
+
+/// The current version of a resource as stored. `body` is the canonical
+/// JSON text returned on read (empty when deleted).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = schema::resources)]
+pub struct Current {
+    pub res_type: String,
+    pub res_id: String,
+    pub version: i32,
+    pub last_updated: String,
+    pub deleted: bool,
+    pub body: String,
+}
+
+/// One historical version; `body` is `None` for a delete.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = schema::resource_versions)]
+pub struct Version {
+    pub seq: i64,
+    pub res_type: String,
+    pub res_id: String,
+    pub version: i32,
+    pub last_updated: String,
+    pub method: String,
+    pub body: Option<String>,
+}
+
+/// One token-index row for a resource, produced by `search::index`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TokenRow {
+    pub param: String,
+    pub system: String,
+    pub code: String,
+}

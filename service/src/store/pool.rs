@@ -1,0 +1,182 @@
+//! Connection pools and migrations for both backends.
+//!
+//! Work runs on blocking threads (`Store::run`), never on actix workers.
+//! SQLite allows one writer at a time; rather than let writers fight over
+//! the file lock ("database is locked"), every write goes through a pool of
+//! exactly one connection, while reads use a pool of their own (WAL lets
+//! them run beside the writer). PostgreSQL uses one pool for both and lets
+//! row locks and the unique (type, id, version) key arbitrate.
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::fhir::outcome::{FhirError, FhirResult};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Backend {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
+/// Opens connections of the backend the URL names, and only that one.
+#[derive(Debug)]
+pub(crate) struct Manager {
+    url: String,
+    backend: Backend,
+}
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<AnyConnection, r2d2::Error> {
+        match self.backend {
+            Backend::Postgres => diesel::PgConnection::establish(&self.url)
+                .map(AnyConnection::Postgresql)
+                .map_err(r2d2::Error::ConnectionError),
+            Backend::Sqlite => {
+                let path = self.url.strip_prefix("sqlite://").unwrap_or(&self.url);
+                let mut c = diesel::SqliteConnection::establish(path)
+                    .map_err(r2d2::Error::ConnectionError)?;
+                // WAL: readers never block the writer; NORMAL sync is durable
+                // across application crashes in WAL mode; the busy timeout
+                // covers other processes (e.g. `sp-hub migrate`) on the file.
+                c.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(AnyConnection::Sqlite(c))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
+        false
+    }
+}
+
+type AnyPool = Pool<Manager>;
+pub(crate) type Conn = PooledConnection<Manager>;
+
+#[derive(Clone)]
+pub struct Store {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens the database, running pending migrations first.
+    pub fn open(url: &str) -> Result<Store, String> {
+        let backend = Backend::of_url(url);
+        let manager = |url: &str| Manager {
+            url: url.to_string(),
+            backend,
+        };
+        let build = |size: u32| {
+            Pool::builder()
+                .max_size(size)
+                .connection_timeout(Duration::from_secs(30))
+                .build(manager(url))
+                .map_err(|e| format!("cannot open database: {e}"))
+        };
+        let (read, write) = match backend {
+            Backend::Sqlite => {
+                let write = build(1)?;
+                // Create the file and schema through the writer before any
+                // reader opens it.
+                let mut conn = write.get().map_err(|e| e.to_string())?;
+                run_migrations(&mut conn)?;
+                (build(8)?, write)
+            }
+            Backend::Postgres => {
+                let pool = build(16)?;
+                let mut conn = pool.get().map_err(|e| e.to_string())?;
+                run_migrations(&mut conn)?;
+                (pool.clone(), pool)
+            }
+        };
+        Ok(Store {
+            read,
+            write,
+            backend,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn reader(&self) -> FhirResult<Conn> {
+        self.read.get().map_err(unavailable)
+    }
+
+    pub(crate) fn writer(&self) -> FhirResult<Conn> {
+        self.write.get().map_err(unavailable)
+    }
+
+    /// Runs blocking store work off the async workers.
+    pub async fn run<T, F>(&self, f: F) -> FhirResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> FhirResult<T> + Send + 'static,
+    {
+        let store = self.clone();
+        actix_web::web::block(move || f(&store))
+            .await
+            .map_err(|e| FhirError::Internal(format!("blocking task failed: {e}")))?
+    }
+}
+
+fn unavailable(e: r2d2::PoolError) -> FhirError {
+    tracing::error!(error = %e, "database connection unavailable");
+    FhirError::Unavailable("the database is not available; try again".into())
+}
+
+pub fn run_migrations(conn: &mut AnyConnection) -> Result<(), String> {
+    let done = match conn {
+        AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        AnyConnection::Postgresql(c) => {
+            c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len())
+        }
+    }
+    .map_err(|e| format!("migration failed: {e}"))?;
+    if done > 0 {
+        tracing::info!(applied = done, "database migrations applied");
+    }
+    Ok(())
+}
+
+/// Maps a database error to what the client may see; details are logged.
+pub(crate) fn db_error(e: diesel::result::Error) -> FhirError {
+    tracing::error!(error = %e, "database error");
+    FhirError::Internal(e.to_string())
+}

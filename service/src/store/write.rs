@@ -1,0 +1,207 @@
+//! The write path: one transaction per change.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use serde_json::Value;
+
+use super::pool::{db_error, Store};
+use super::schema::{resource_versions, resources, search_token};
+use super::{Current, TokenRow};
+use crate::fhir::outcome::{FhirError, FhirResult};
+
+/// What the caller wants done, decided from the current row (if any).
+pub enum Decision {
+    /// Write a new version. `resource` is stamped with id and meta here,
+    /// inside the transaction, once the version number is known.
+    Put { method: &'static str, resource: Value },
+    Delete,
+    /// Nothing to write (e.g. deleting what is already deleted).
+    Unchanged,
+}
+
+pub struct WriteOutcome {
+    pub current: Current,
+    /// True when no live version existed before this write.
+    pub created: bool,
+    /// False when the decision was `Unchanged`.
+    pub changed: bool,
+}
+
+/// Raised inside the transaction when another writer got there first.
+enum Attempt {
+    Lost,
+    Failed(FhirError),
+}
+
+impl From<DieselError> for Attempt {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Attempt::Lost,
+            // PostgreSQL may abort a transaction that lost a race on a row
+            // lock; it is the same situation as losing on the unique key.
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => Attempt::Lost,
+            other => Attempt::Failed(db_error(other)),
+        }
+    }
+}
+
+impl From<FhirError> for Attempt {
+    fn from(e: FhirError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+const ATTEMPTS: usize = 5;
+
+impl Store {
+    /// Reads the current row, asks `decide` what to do, and applies it in the
+    /// same transaction. If a concurrent writer commits first, the whole
+    /// attempt is rolled back and `decide` runs again on the new current row,
+    /// so an `If-Match` check in `decide` always sees the truth.
+    pub fn write<F>(&self, res_type: &str, res_id: &str, decide: F) -> FhirResult<WriteOutcome>
+    where
+        F: Fn(Option<&Current>) -> FhirResult<Decision>,
+    {
+        let mut conn = self.writer()?;
+        for _ in 0..ATTEMPTS {
+            let result = conn.transaction::<_, Attempt, _>(|c| {
+                let current = resources::table
+                    .find((res_type, res_id))
+                    .select(Current::as_select())
+                    .first(c)
+                    .optional()?;
+                let live_before = current.as_ref().is_some_and(|cur| !cur.deleted);
+                let next = current.as_ref().map_or(1, |cur| cur.version + 1);
+                let now = crate::fhir::resource::now_instant();
+                let outcome = match decide(current.as_ref())? {
+                    Decision::Unchanged => {
+                        let current = current.ok_or_else(|| {
+                            FhirError::Internal("nothing to leave unchanged".into())
+                        })?;
+                        return Ok(WriteOutcome {
+                            current,
+                            created: false,
+                            changed: false,
+                        });
+                    }
+                    Decision::Put {
+                        method,
+                        mut resource,
+                    } => {
+                        crate::fhir::resource::stamp(&mut resource, res_id, next, &now);
+                        let tokens = crate::search::index::tokens(&resource);
+                        let body = serde_json::to_string(&resource)
+                            .map_err(|e| FhirError::Internal(e.to_string()))?;
+                        let row = Current {
+                            res_type: res_type.to_string(),
+                            res_id: res_id.to_string(),
+                            version: next,
+                            last_updated: now,
+                            deleted: false,
+                            body,
+                        };
+                        save(c, current.as_ref(), &row, method, &tokens)?;
+                        row
+                    }
+                    Decision::Delete => {
+                        let row = Current {
+                            res_type: res_type.to_string(),
+                            res_id: res_id.to_string(),
+                            version: next,
+                            last_updated: now,
+                            deleted: true,
+                            body: String::new(),
+                        };
+                        save(c, current.as_ref(), &row, "DELETE", &[])?;
+                        row
+                    }
+                };
+                Ok(WriteOutcome {
+                    current: outcome,
+                    created: !live_before,
+                    changed: true,
+                })
+            });
+            match result {
+                Ok(outcome) => return Ok(outcome),
+                Err(Attempt::Lost) => continue,
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
+        }
+        Err(FhirError::Conflict(format!(
+            "{res_type}/{res_id} is being changed by other requests; try again"
+        )))
+    }
+}
+
+/// Writes `row` as the new current version, its history row and its index.
+fn save(
+    c: &mut super::pool::AnyConnection,
+    previous: Option<&Current>,
+    row: &Current,
+    method: &str,
+    tokens: &[TokenRow],
+) -> Result<(), Attempt> {
+    // The history insert comes first: its unique key is where two writers of
+    // the same version collide, on both backends.
+    diesel::insert_into(resource_versions::table)
+        .values((
+            resource_versions::res_type.eq(&row.res_type),
+            resource_versions::res_id.eq(&row.res_id),
+            resource_versions::version.eq(row.version),
+            resource_versions::last_updated.eq(&row.last_updated),
+            resource_versions::method.eq(method),
+            resource_versions::body.eq((!row.deleted).then_some(&row.body)),
+        ))
+        .execute(c)?;
+    match previous {
+        None => {
+            diesel::insert_into(resources::table)
+                .values((
+                    resources::res_type.eq(&row.res_type),
+                    resources::res_id.eq(&row.res_id),
+                    resources::version.eq(row.version),
+                    resources::last_updated.eq(&row.last_updated),
+                    resources::deleted.eq(row.deleted),
+                    resources::body.eq(&row.body),
+                ))
+                .execute(c)?;
+        }
+        Some(prev) => {
+            let n = diesel::update(
+                resources::table
+                    .find((&row.res_type, &row.res_id))
+                    .filter(resources::version.eq(prev.version)),
+            )
+            .set((
+                resources::version.eq(row.version),
+                resources::last_updated.eq(&row.last_updated),
+                resources::deleted.eq(row.deleted),
+                resources::body.eq(&row.body),
+            ))
+            .execute(c)?;
+            if n != 1 {
+                return Err(Attempt::Lost);
+            }
+        }
+    }
+    diesel::delete(
+        search_token::table
+            .filter(search_token::res_type.eq(&row.res_type))
+            .filter(search_token::res_id.eq(&row.res_id)),
+    )
+    .execute(c)?;
+    for t in tokens {
+        diesel::insert_into(search_token::table)
+            .values((
+                search_token::res_type.eq(&row.res_type),
+                search_token::res_id.eq(&row.res_id),
+                search_token::param.eq(&t.param),
+                search_token::system.eq(&t.system),
+                search_token::code.eq(&t.code),
+                search_token::syscode.eq(format!("{}|{}", t.system, t.code)),
+            ))
+            .execute(c)?;
+    }
+    Ok(())
+}
