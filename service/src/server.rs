@@ -27,9 +27,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         max_body_bytes: cfg.max_body_bytes,
         capability_statement: api::capability_statement(&started),
     });
-    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
-        .bind(&cfg.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let server =
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
+            .bind(&cfg.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     for addr in server.addrs() {
         println!("sp-hub listening on http://{addr}");
     }

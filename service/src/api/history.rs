@@ -15,7 +15,11 @@ pub async fn system(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
     history(req, HistoryScope::System, state).await
 }
 
-pub async fn of_type(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+pub async fn of_type(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     history(req, HistoryScope::Type(path.into_inner()), state).await
 }
 
@@ -28,7 +32,11 @@ pub async fn of_instance(
     history(req, HistoryScope::Instance(t, id), state).await
 }
 
-async fn history(req: HttpRequest, scope: HistoryScope, state: web::Data<AppState>) -> HttpResponse {
+async fn history(
+    req: HttpRequest,
+    scope: HistoryScope,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     handle(&req.clone(), |out| async move {
         let path = match &scope {
             HistoryScope::System => "_history".to_string(),

@@ -119,7 +119,9 @@ async fn read_body(
 ) -> crate::fhir::outcome::FhirResult<web::Bytes> {
     use futures_util::StreamExt as _;
     let too_large = || {
-        FhirError::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"))
+        FhirError::PayloadTooLarge(format!(
+            "the request body is larger than the limit of {limit} bytes"
+        ))
     };
     let declared = req
         .headers()
@@ -131,7 +133,8 @@ async fn read_body(
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| FhirError::invalid(format!("could not read the request body: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| FhirError::invalid(format!("could not read the request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -142,4 +145,54 @@ async fn read_body(
 
 pub fn capability_statement(started: &str) -> String {
     metadata::capability_statement(started).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// (METHOD, path) pairs under `paths:` in openapi.yaml. The file keeps
+    /// paths at two spaces and operations at four, so lines suffice.
+    fn documented() -> BTreeSet<(String, String)> {
+        let yaml = include_str!("../../../openapi.yaml");
+        let mut out = BTreeSet::new();
+        let mut in_paths = false;
+        let mut path = String::new();
+        for line in yaml.lines() {
+            if !line.starts_with(' ') && !line.is_empty() {
+                in_paths = line.trim_end() == "paths:";
+                continue;
+            }
+            if !in_paths {
+                continue;
+            }
+            if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+                path = format!("/{p}");
+            } else if let Some(m) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
+                if ["get", "post", "put", "patch", "delete", "head", "options"].contains(&m) {
+                    out.insert((m.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn openapi_documents_exactly_the_served_routes() {
+        let served: BTreeSet<(String, String)> = super::ROUTES
+            .iter()
+            .flat_map(|(p, ms)| ms.iter().map(|m| (m.to_string(), p.to_string())))
+            .collect();
+        let documented = documented();
+        let missing: Vec<_> = served.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            missing.is_empty(),
+            "served but not in openapi.yaml: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "in openapi.yaml but not served: {extra:?}"
+        );
+    }
 }

@@ -67,11 +67,18 @@ impl Output {
                     "_format '{f}' is not supported; use json, xml, {FHIR_JSON} or {FHIR_XML}"
                 ))
             })?;
-            return Ok(Output { format, mime, pretty });
+            return Ok(Output {
+                format,
+                mime,
+                pretty,
+            });
         }
         let accept = header_str(req.headers(), header::ACCEPT).unwrap_or("");
         if accept.trim().is_empty() {
-            return Ok(Output { pretty, ..Output::default() });
+            return Ok(Output {
+                pretty,
+                ..Output::default()
+            });
         }
         // Take the first acceptable type in the client's order of preference.
         let mut ranges: Vec<(f32, usize, String)> = accept
@@ -164,7 +171,10 @@ pub fn if_match(req: &HttpRequest) -> FhirResult<Option<i32>> {
 
 /// `If-None-Exist: identifier=sys|val` as search parameters.
 pub fn if_none_exist(req: &HttpRequest) -> Option<Vec<(String, String)>> {
-    let raw = header_str(req.headers(), header::HeaderName::from_static("if-none-exist"))?;
+    let raw = header_str(
+        req.headers(),
+        header::HeaderName::from_static("if-none-exist"),
+    )?;
     // Clients send either "a=b" or a URL tail "Patient?a=b".
     let query = raw.split_once('?').map_or(raw, |(_, q)| q);
     Some(form_pairs(query.as_bytes()))

@@ -47,7 +47,8 @@ pub fn encode(out: &Output, json: &str) -> FhirResult<Vec<u8>> {
     match (out.format, out.pretty) {
         (Format::Json, false) => Ok(json.as_bytes().to_vec()),
         (Format::Json, true) => {
-            let v: Value = serde_json::from_str(json).map_err(|e| FhirError::Internal(e.to_string()))?;
+            let v: Value =
+                serde_json::from_str(json).map_err(|e| FhirError::Internal(e.to_string()))?;
             serde_json::to_vec_pretty(&v).map_err(|e| FhirError::Internal(e.to_string()))
         }
         (Format::Xml, _) => sp_hub_codec::json_to_xml(json.as_bytes())
@@ -79,7 +80,13 @@ pub fn resource_response(
     if with_location {
         builder.insert_header((
             header::LOCATION,
-            format!("{}/{}/{}/_history/{}", base_url(req), v.res_type, v.id, v.version),
+            format!(
+                "{}/{}/{}/_history/{}",
+                base_url(req),
+                v.res_type,
+                v.id,
+                v.version
+            ),
         ));
     }
     let json = match ret {

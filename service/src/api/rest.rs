@@ -27,7 +27,14 @@ fn write_status(w: &WriteOutcome) -> StatusCode {
 }
 
 fn written(req: &HttpRequest, out: &Output, w: &WriteOutcome) -> FhirResult<HttpResponse> {
-    resource_response(req, out, write_status(w), (&w.current).into(), true, prefer_return(req))
+    resource_response(
+        req,
+        out,
+        write_status(w),
+        (&w.current).into(),
+        true,
+        prefer_return(req),
+    )
 }
 
 pub async fn create(
@@ -45,7 +52,17 @@ pub async fn create(
         let t = res_type.clone();
         let created = state
             .store
-            .run(move |s| fhir::create(s, &t, Body { bytes: &bytes, format }, criteria.as_deref()))
+            .run(move |s| {
+                fhir::create(
+                    s,
+                    &t,
+                    Body {
+                        bytes: &bytes,
+                        format,
+                    },
+                    criteria.as_deref(),
+                )
+            })
             .await?;
         match created {
             Created::New(w) => written(&req, &out, &w),
@@ -62,12 +79,19 @@ pub async fn create(
     .await
 }
 
-pub async fn read(req: HttpRequest, path: InstancePath, state: web::Data<AppState>) -> HttpResponse {
+pub async fn read(
+    req: HttpRequest,
+    path: InstancePath,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let (res_type, id) = path.into_inner();
     handle(&req.clone(), |out| async move {
         fhir::check_type(&res_type)?;
         let shape = Shape::from_request(&req)?;
-        let current = state.store.run(move |s| fhir::read(s, &res_type, &id)).await?;
+        let current = state
+            .store
+            .run(move |s| fhir::read(s, &res_type, &id))
+            .await?;
         let body = shape.apply(&current.body)?;
         let v = Versioned {
             body: &body,
@@ -87,7 +111,10 @@ pub async fn vread(
     handle(&req.clone(), |out| async move {
         fhir::check_type(&res_type)?;
         let shape = Shape::from_request(&req)?;
-        let v = state.store.run(move |s| fhir::vread(s, &res_type, &id, &vid)).await?;
+        let v = state
+            .store
+            .run(move |s| fhir::vread(s, &res_type, &id, &vid))
+            .await?;
         let body = shape.apply(v.body.as_deref().unwrap_or_default())?;
         let versioned = Versioned {
             res_type: &v.res_type,
@@ -96,7 +123,14 @@ pub async fn vread(
             last_updated: &v.last_updated,
             body: &body,
         };
-        resource_response(&req, &out, StatusCode::OK, versioned, false, Return::Representation)
+        resource_response(
+            &req,
+            &out,
+            StatusCode::OK,
+            versioned,
+            false,
+            Return::Representation,
+        )
     })
     .await
 }
@@ -115,7 +149,18 @@ pub async fn update(
         let bytes = read_body(&req, payload, state.max_body_bytes).await?;
         let w = state
             .store
-            .run(move |s| fhir::update(s, &res_type, &id, Body { bytes: &bytes, format }, if_match))
+            .run(move |s| {
+                fhir::update(
+                    s,
+                    &res_type,
+                    &id,
+                    Body {
+                        bytes: &bytes,
+                        format,
+                    },
+                    if_match,
+                )
+            })
             .await?;
         written(&req, &out, &w)
     })
@@ -138,7 +183,16 @@ pub async fn conditional_update(
         let w = state
             .store
             .run(move |s| {
-                fhir::conditional_update(s, &res_type, &criteria, Body { bytes: &bytes, format }, if_match)
+                fhir::conditional_update(
+                    s,
+                    &res_type,
+                    &criteria,
+                    Body {
+                        bytes: &bytes,
+                        format,
+                    },
+                    if_match,
+                )
             })
             .await?;
         written(&req, &out, &w)
@@ -157,7 +211,8 @@ pub async fn patch(
         fhir::check_type(&res_type)?;
         if !negotiate::is_json_patch(&req) {
             return Err(FhirError::UnsupportedMediaType(
-                "PATCH takes a JSON Patch document (Content-Type application/json-patch+json)".into(),
+                "PATCH takes a JSON Patch document (Content-Type application/json-patch+json)"
+                    .into(),
             ));
         }
         let if_match = negotiate::if_match(&req)?;
@@ -171,7 +226,11 @@ pub async fn patch(
     .await
 }
 
-pub async fn delete(req: HttpRequest, path: InstancePath, state: web::Data<AppState>) -> HttpResponse {
+pub async fn delete(
+    req: HttpRequest,
+    path: InstancePath,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let (res_type, id) = path.into_inner();
     handle(&req.clone(), |_out| async move {
         fhir::check_type(&res_type)?;
@@ -185,7 +244,11 @@ pub async fn delete(req: HttpRequest, path: InstancePath, state: web::Data<AppSt
     .await
 }
 
-pub async fn conditional_delete(req: HttpRequest, path: TypePath, state: web::Data<AppState>) -> HttpResponse {
+pub async fn conditional_delete(
+    req: HttpRequest,
+    path: TypePath,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let res_type = path.into_inner();
     handle(&req.clone(), |_out| async move {
         fhir::check_type(&res_type)?;
@@ -202,12 +265,19 @@ pub async fn conditional_delete(req: HttpRequest, path: TypePath, state: web::Da
 fn deleted(w: Option<&WriteOutcome>) -> HttpResponse {
     let mut resp = HttpResponse::NoContent();
     if let Some(w) = w {
-        resp.insert_header((actix_web::http::header::ETAG, render::etag(w.current.version)));
+        resp.insert_header((
+            actix_web::http::header::ETAG,
+            render::etag(w.current.version),
+        ));
     }
     resp.finish()
 }
 
-pub async fn search_get(req: HttpRequest, path: TypePath, state: web::Data<AppState>) -> HttpResponse {
+pub async fn search_get(
+    req: HttpRequest,
+    path: TypePath,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let params = form_pairs(req.query_string().as_bytes());
     search(req, path.into_inner(), params, state).await
 }
@@ -251,14 +321,22 @@ async fn search(
     handle(&req.clone(), |out| async move {
         fhir::check_type(&res_type)?;
         let t = res_type.clone();
-        let (q, page) = state.store.run(move |s| fhir::search(s, &t, &params)).await?;
+        let (q, page) = state
+            .store
+            .run(move |s| fhir::search(s, &t, &params))
+            .await?;
         let body = searchset(&req, &res_type, &q, page)?;
         render::body_response(StatusCode::OK, &out, &body)
     })
     .await
 }
 
-fn searchset(req: &HttpRequest, res_type: &str, q: &SearchQuery, page: Page<Current>) -> FhirResult<String> {
+fn searchset(
+    req: &HttpRequest,
+    res_type: &str,
+    q: &SearchQuery,
+    page: Page<Current>,
+) -> FhirResult<String> {
     let base = base_url(req);
     let url = |cursor: Option<&str>| {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
@@ -311,7 +389,8 @@ fn shape_body(
     summary_mode: Option<crate::search::Summary>,
     elements: Option<&[String]>,
 ) -> FhirResult<String> {
-    let mut v: Value = serde_json::from_str(body).map_err(|e| FhirError::Internal(e.to_string()))?;
+    let mut v: Value =
+        serde_json::from_str(body).map_err(|e| FhirError::Internal(e.to_string()))?;
     if summary::apply(&mut v, summary_mode, elements) {
         Ok(v.to_string())
     } else {

@@ -7,9 +7,8 @@ use time::macros::format_description;
 use time::OffsetDateTime;
 
 pub fn format(t: OffsetDateTime) -> String {
-    let f = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
+    let f =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     t.to_offset(time::UtcOffset::UTC)
         .format(&f)
         .unwrap_or_default()

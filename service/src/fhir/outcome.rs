@@ -154,7 +154,12 @@ impl FhirError {
     }
 }
 
-pub fn outcome(severity: &str, code: IssueType, diagnostics: &str, expression: Option<&str>) -> Value {
+pub fn outcome(
+    severity: &str,
+    code: IssueType,
+    diagnostics: &str,
+    expression: Option<&str>,
+) -> Value {
     let mut issue = json!({
         "severity": severity,
         "code": code.code(),

@@ -14,7 +14,9 @@ pub fn unknown_element_path(resource: &Value, message: &str, root: &str) -> Opti
         obj.contains_key(field)
             && (expected.is_empty()
                 || obj.keys().all(|k| {
-                    k == field || k == "resourceType" || expected.contains(&k.trim_start_matches('_'))
+                    k == field
+                        || k == "resourceType"
+                        || expected.contains(&k.trim_start_matches('_'))
                 }))
     };
     let mut path = root.to_string();
@@ -31,7 +33,11 @@ pub fn missing_element_path(resource: &Value, message: &str, root: &str) -> Opti
 }
 
 /// Depth-first, in document order; `path` ends at the object found.
-fn find(v: &Value, fits: &dyn Fn(&serde_json::Map<String, Value>) -> bool, path: &mut String) -> bool {
+fn find(
+    v: &Value,
+    fits: &dyn Fn(&serde_json::Map<String, Value>) -> bool,
+    path: &mut String,
+) -> bool {
     let len = path.len();
     match v {
         Value::Object(obj) => {
@@ -70,14 +76,22 @@ mod tests {
     fn names_a_top_level_member() {
         let r = json!({"resourceType": "Patient", "foo": 1});
         let msg = "unknown field `foo`, expected one of `id`, `meta`";
-        assert_eq!(unknown_element_path(&r, msg, "Patient").as_deref(), Some("Patient.foo"));
+        assert_eq!(
+            unknown_element_path(&r, msg, "Patient").as_deref(),
+            Some("Patient.foo")
+        );
     }
 
     #[test]
     fn names_nested_members_with_indices() {
-        let r = json!({"resourceType": "Task", "input": [{"type": {}}, {"type": {}, "valueFoo": 2}]});
-        let msg = "unknown field `valueFoo`, expected one of `id`, `extension`, `type`, `valueString`";
-        assert_eq!(unknown_element_path(&r, msg, "Task").as_deref(), Some("Task.input[1].valueFoo"));
+        let r =
+            json!({"resourceType": "Task", "input": [{"type": {}}, {"type": {}, "valueFoo": 2}]});
+        let msg =
+            "unknown field `valueFoo`, expected one of `id`, `extension`, `type`, `valueString`";
+        assert_eq!(
+            unknown_element_path(&r, msg, "Task").as_deref(),
+            Some("Task.input[1].valueFoo")
+        );
     }
 
     #[test]
@@ -85,6 +99,9 @@ mod tests {
         // `code` is fine inside the coding, unknown at the top.
         let r = json!({"resourceType": "Basic", "x": {"code": "a", "system": "s"}, "code": 1});
         let msg = "unknown field `code`, expected one of `id`, `meta`, `x`";
-        assert_eq!(unknown_element_path(&r, msg, "Basic").as_deref(), Some("Basic.code"));
+        assert_eq!(
+            unknown_element_path(&r, msg, "Basic").as_deref(),
+            Some("Basic.code")
+        );
     }
 }

@@ -43,9 +43,8 @@ pub fn parse(body: &[u8], format: Format, expected_type: &str) -> FhirResult<Val
             &json_bytes
         }
     };
-    let value: Value = serde_json::from_slice(json).map_err(|e| {
-        FhirError::structure(format!("malformed JSON: {e}"), None)
-    })?;
+    let value: Value = serde_json::from_slice(json)
+        .map_err(|e| FhirError::structure(format!("malformed JSON: {e}"), None))?;
     let Value::Object(map) = &value else {
         return Err(FhirError::structure(
             "the body must be a JSON object holding one FHIR resource",
@@ -69,7 +68,9 @@ pub fn parse(body: &[u8], format: Format, expected_type: &str) -> FhirResult<Val
     };
     if declared != expected_type {
         return Err(FhirError::invalid_at(
-            format!("resourceType '{declared}' does not match the type in the URL ('{expected_type}')"),
+            format!(
+                "resourceType '{declared}' does not match the type in the URL ('{expected_type}')"
+            ),
             format!("{expected_type}.resourceType"),
         ));
     }
@@ -150,14 +151,27 @@ mod tests {
         let mut r = json!({"status": "active", "resourceType": "Task", "meta": {"profile": ["p"]}, "id": "old"});
         stamp(&mut r, "t1", 3, "2026-01-01T00:00:00.000000Z");
         let text = serde_json::to_string(&r).unwrap();
-        assert!(text.starts_with(r#"{"resourceType":"Task","id":"t1","meta":{"profile":["p"],"versionId":"3""#), "{text}");
+        assert!(
+            text.starts_with(
+                r#"{"resourceType":"Task","id":"t1","meta":{"profile":["p"],"versionId":"3""#
+            ),
+            "{text}"
+        );
     }
 
     #[test]
     fn unknown_element_is_named_with_its_path() {
-        let e = parse(br#"{"resourceType":"Patient","name":[{"family":"X","foo":1}]}"#, Format::Json, "Patient").unwrap_err();
+        let e = parse(
+            br#"{"resourceType":"Patient","name":[{"family":"X","foo":1}]}"#,
+            Format::Json,
+            "Patient",
+        )
+        .unwrap_err();
         match e {
-            FhirError::Structure { message, expression } => {
+            FhirError::Structure {
+                message,
+                expression,
+            } => {
                 assert!(message.contains("unknown element `foo`"), "{message}");
                 assert_eq!(expression.as_deref(), Some("Patient.name[0].foo"));
             }

@@ -23,8 +23,10 @@ struct Table {
 }
 
 static TABLE: LazyLock<Result<Table, String>> = LazyLock::new(|| {
-    serde_json::from_str(include_str!("../../../fhir-profiles/r4/summary-elements.json"))
-        .map_err(|e| format!("fhir-profiles/r4/summary-elements.json: {e}"))
+    serde_json::from_str(include_str!(
+        "../../../fhir-profiles/r4/summary-elements.json"
+    ))
+    .map_err(|e| format!("fhir-profiles/r4/summary-elements.json: {e}"))
 });
 
 /// Checks the embedded table once at start-up, so a broken file stops the

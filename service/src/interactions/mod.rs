@@ -7,7 +7,9 @@ use serde_json::Value;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource::{self, Format};
 use crate::search::SearchQuery;
-use crate::store::{Current, Decision, HistoryQuery, HistoryScope, Page, Store, Version, WriteOutcome};
+use crate::store::{
+    Current, Decision, HistoryQuery, HistoryScope, Page, Store, Version, WriteOutcome,
+};
 
 /// Resource types the server serves: every R4 type fhirbolt models.
 pub fn is_supported_type(res_type: &str) -> bool {
@@ -110,7 +112,9 @@ pub fn update(
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
             return Err(FhirError::invalid_at(
-                format!("the id in the body ('{body_id}') does not match the id in the URL ('{id}')"),
+                format!(
+                    "the id in the body ('{body_id}') does not match the id in the URL ('{id}')"
+                ),
                 format!("{res_type}.id"),
             ))
         }
@@ -180,7 +184,9 @@ pub fn patch(
 ) -> FhirResult<WriteOutcome> {
     resource::check_id(id)?;
     let patch: json_patch::Patch = serde_json::from_slice(patch_doc).map_err(|e| {
-        FhirError::invalid(format!("the body is not a JSON Patch document (RFC 6902): {e}"))
+        FhirError::invalid(format!(
+            "the body is not a JSON Patch document (RFC 6902): {e}"
+        ))
     })?;
     store.write(res_type, id, |current| {
         let current = live(current, res_type, id)?;
@@ -210,18 +216,28 @@ pub fn patch(
 
 fn unprocessable(e: FhirError) -> FhirError {
     match e {
-        FhirError::Invalid { message, expression } | FhirError::Structure { message, expression } => {
-            FhirError::Unprocessable {
-                message: format!("the patched resource is not valid: {message}"),
-                expression,
-            }
+        FhirError::Invalid {
+            message,
+            expression,
         }
+        | FhirError::Structure {
+            message,
+            expression,
+        } => FhirError::Unprocessable {
+            message: format!("the patched resource is not valid: {message}"),
+            expression,
+        },
         other => other,
     }
 }
 
 /// delete. Deleting what is already deleted changes nothing and succeeds.
-pub fn delete(store: &Store, res_type: &str, id: &str, if_match: Option<i32>) -> FhirResult<WriteOutcome> {
+pub fn delete(
+    store: &Store,
+    res_type: &str,
+    id: &str,
+    if_match: Option<i32>,
+) -> FhirResult<WriteOutcome> {
     resource::check_id(id)?;
     store.write(res_type, id, |current| match current {
         None => Err(not_found(res_type, id)),
@@ -287,13 +303,14 @@ pub fn read(store: &Store, res_type: &str, id: &str) -> FhirResult<Current> {
 
 pub fn vread(store: &Store, res_type: &str, id: &str, vid: &str) -> FhirResult<Version> {
     resource::check_id(id)?;
-    let version: i32 = vid
-        .parse()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| FhirError::NotFound(format!("{res_type}/{id} has no version '{vid}'")))?;
+    let version: i32 =
+        vid.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
+            FhirError::NotFound(format!("{res_type}/{id} has no version '{vid}'"))
+        })?;
     match store.vread(res_type, id, version)? {
-        None => Err(FhirError::NotFound(format!("{res_type}/{id} has no version {version}"))),
+        None => Err(FhirError::NotFound(format!(
+            "{res_type}/{id} has no version {version}"
+        ))),
         Some(v) if v.body.is_none() => Err(FhirError::Gone(format!(
             "version {version} of {res_type}/{id} is its deletion"
         ))),
@@ -301,7 +318,11 @@ pub fn vread(store: &Store, res_type: &str, id: &str, vid: &str) -> FhirResult<V
     }
 }
 
-pub fn search(store: &Store, res_type: &str, params: &[(String, String)]) -> FhirResult<(SearchQuery, Page<Current>)> {
+pub fn search(
+    store: &Store,
+    res_type: &str,
+    params: &[(String, String)],
+) -> FhirResult<(SearchQuery, Page<Current>)> {
     let q = SearchQuery::parse(params, crate::fhir::summary::has_identifier(res_type))?;
     let page = store.search(res_type, &q)?;
     Ok((q, page))
@@ -327,23 +348,34 @@ pub fn history_query(scope: HistoryScope, params: &[(String, String)]) -> FhirRe
         before_seq: None,
     };
     let bad_date = |name: &str, value: &str| {
-        FhirError::invalid_at(format!("{name} '{value}' is not a FHIR instant or date"), name)
+        FhirError::invalid_at(
+            format!("{name} '{value}' is not a FHIR instant or date"),
+            name,
+        )
     };
     for (name, value) in params {
         match name.as_str() {
             "_since" => {
-                let (low, _) = crate::search::date::range(value).ok_or_else(|| bad_date("_since", value))?;
+                let (low, _) =
+                    crate::search::date::range(value).ok_or_else(|| bad_date("_since", value))?;
                 q.since = Some(crate::fhir::instant::format(low));
             }
             "_at" => {
-                let (low, high) = crate::search::date::range(value).ok_or_else(|| bad_date("_at", value))?;
-                q.at = Some((crate::fhir::instant::format(low), crate::fhir::instant::format(high)));
+                let (low, high) =
+                    crate::search::date::range(value).ok_or_else(|| bad_date("_at", value))?;
+                q.at = Some((
+                    crate::fhir::instant::format(low),
+                    crate::fhir::instant::format(high),
+                ));
             }
             "_count" => q.count = crate::search::parse_count(value)?,
             "_cursor" => {
                 let seq = crate::search::decode_cursor(value, "seq")?;
                 q.before_seq = Some(seq.parse().map_err(|_| {
-                    FhirError::invalid_at("_cursor is not a paging link this server issued", "_cursor")
+                    FhirError::invalid_at(
+                        "_cursor is not a paging link this server issued",
+                        "_cursor",
+                    )
                 })?);
             }
             _ => {}

@@ -73,8 +73,14 @@ pub fn range(value: &str) -> Option<(OffsetDateTime, OffsetDateTime)> {
     };
     let mut fields = date_part.split('-');
     let year: i32 = num(fields.next()?, 4)?;
-    let month: Option<u8> = fields.next().map(|m| num(m, 2)).map_or(Some(None), |m| m.map(Some))?;
-    let day: Option<u8> = fields.next().map(|d| num(d, 2)).map_or(Some(None), |d| d.map(Some))?;
+    let month: Option<u8> = fields
+        .next()
+        .map(|m| num(m, 2))
+        .map_or(Some(None), |m| m.map(Some))?;
+    let day: Option<u8> = fields
+        .next()
+        .map(|d| num(d, 2))
+        .map_or(Some(None), |d| d.map(Some))?;
     if fields.next().is_some() {
         return None;
     }
@@ -86,12 +92,19 @@ pub fn range(value: &str) -> Option<(OffsetDateTime, OffsetDateTime)> {
             (None, _) => Date::from_calendar_date(year + 1, Month::January, 1).ok()?,
             (Some(_), None) => {
                 let next = month_v.next();
-                let y = if next == Month::January { year + 1 } else { year };
+                let y = if next == Month::January {
+                    year + 1
+                } else {
+                    year
+                };
                 Date::from_calendar_date(y, next, 1).ok()?
             }
             (Some(_), Some(_)) => date.next_day()?,
         };
-        return Some((low, PrimitiveDateTime::new(high, Time::MIDNIGHT).assume_utc()));
+        return Some((
+            low,
+            PrimitiveDateTime::new(high, Time::MIDNIGHT).assume_utc(),
+        ));
     };
     day?;
     // Zone: Z, +hh:mm or -hh:mm at the end (optional).
@@ -143,21 +156,37 @@ mod tests {
     #[test]
     fn precision_sets_the_range() {
         let b = DateBound::parse("2026").unwrap();
-        assert_eq!((b.low.as_str(), b.high.as_str()), ("2026-01-01T00:00:00.000000Z", "2027-01-01T00:00:00.000000Z"));
+        assert_eq!(
+            (b.low.as_str(), b.high.as_str()),
+            ("2026-01-01T00:00:00.000000Z", "2027-01-01T00:00:00.000000Z")
+        );
         let b = DateBound::parse("ge2026-12").unwrap();
         assert_eq!(b.prefix, Prefix::Ge);
         assert_eq!(b.high, "2027-01-01T00:00:00.000000Z");
         let b = DateBound::parse("lt2026-11-25").unwrap();
         assert_eq!(b.high, "2026-11-26T00:00:00.000000Z");
         let b = DateBound::parse("2026-11-25T10:00+01:00").unwrap();
-        assert_eq!((b.low.as_str(), b.high.as_str()), ("2026-11-25T09:00:00.000000Z", "2026-11-25T09:01:00.000000Z"));
+        assert_eq!(
+            (b.low.as_str(), b.high.as_str()),
+            ("2026-11-25T09:00:00.000000Z", "2026-11-25T09:01:00.000000Z")
+        );
         let b = DateBound::parse("2026-11-25T10:00:00.5Z").unwrap();
         assert_eq!(b.high, "2026-11-25T10:00:00.600000Z");
     }
 
     #[test]
     fn malformed_dates_are_refused() {
-        for bad in ["", "x", "2026-13", "2026-02-30", "26", "2026-11-25T25:00", "2026-11-25T10", "gt", "2026-11-25T10:00:00.Z"] {
+        for bad in [
+            "",
+            "x",
+            "2026-13",
+            "2026-02-30",
+            "26",
+            "2026-11-25T25:00",
+            "2026-11-25T10",
+            "gt",
+            "2026-11-25T10:00:00.Z",
+        ] {
             assert!(DateBound::parse(bad).is_err(), "{bad}");
         }
     }

@@ -20,7 +20,11 @@ pub const MAX_COUNT: i64 = 1000;
 /// CapabilityStatement lists exactly these).
 pub const COMMON_PARAMS: &[(&str, &str, &str)] = &[
     ("_id", "token", "Logical id of this artifact"),
-    ("_lastUpdated", "date", "When the resource version last changed"),
+    (
+        "_lastUpdated",
+        "date",
+        "When the resource version last changed",
+    ),
 ];
 pub const IDENTIFIER_PARAM: (&str, &str, &str) =
     ("identifier", "token", "Business identifier (system|value)");
@@ -192,7 +196,8 @@ pub fn encode_cursor(kind: &str, value: &str) -> String {
 }
 
 pub fn decode_cursor(token: &str, kind: &str) -> FhirResult<String> {
-    let bad = || FhirError::invalid_at("_cursor is not a paging link this server issued", "_cursor");
+    let bad =
+        || FhirError::invalid_at("_cursor is not a paging link this server issued", "_cursor");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| bad())?;
@@ -208,7 +213,10 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]

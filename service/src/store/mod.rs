@@ -5,9 +5,9 @@
 //! history row and search-index rows commit together or not at all.
 
 mod pool;
+mod query;
 pub mod schema;
 mod write;
-mod query;
 
 pub use pool::{Backend, Store};
 pub use query::{HistoryQuery, HistoryScope, Page};

@@ -75,7 +75,8 @@ impl ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
@@ -164,9 +165,9 @@ fn unavailable(e: r2d2::PoolError) -> FhirError {
 pub fn run_migrations(conn: &mut AnyConnection) -> Result<(), String> {
     let done = match conn {
         AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-        AnyConnection::Postgresql(c) => {
-            c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len())
-        }
+        AnyConnection::Postgresql(c) => c
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
     }
     .map_err(|e| format!("migration failed: {e}"))?;
     if done > 0 {

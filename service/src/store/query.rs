@@ -91,7 +91,12 @@ impl Store {
 
     /// How many current resources match, up to `limit` (for conditional
     /// interactions, which only care about 0, 1 or many).
-    pub fn matching_ids(&self, res_type: &str, q: &SearchQuery, limit: i64) -> FhirResult<Vec<String>> {
+    pub fn matching_ids(
+        &self,
+        res_type: &str,
+        q: &SearchQuery,
+        limit: i64,
+    ) -> FhirResult<Vec<String>> {
         let mut c = self.reader()?;
         filtered(res_type, q)
             .order(resources::res_id.asc())
@@ -194,9 +199,21 @@ fn history_filtered(q: &HistoryQuery) -> resource_versions::BoxedQuery<'_, Db> {
             .filter(resource_versions::last_updated.lt(high))
             .filter(diesel::dsl::not(exists(
                 later
-                    .filter(later.field(resource_versions::res_type).eq(resource_versions::res_type))
-                    .filter(later.field(resource_versions::res_id).eq(resource_versions::res_id))
-                    .filter(later.field(resource_versions::version).gt(resource_versions::version))
+                    .filter(
+                        later
+                            .field(resource_versions::res_type)
+                            .eq(resource_versions::res_type),
+                    )
+                    .filter(
+                        later
+                            .field(resource_versions::res_id)
+                            .eq(resource_versions::res_id),
+                    )
+                    .filter(
+                        later
+                            .field(resource_versions::version)
+                            .gt(resource_versions::version),
+                    )
                     .filter(later.field(resource_versions::last_updated).le(low)),
             )));
     }

@@ -13,7 +13,10 @@ use crate::fhir::outcome::{FhirError, FhirResult};
 pub enum Decision {
     /// Write a new version. `resource` is stamped with id and meta here,
     /// inside the transaction, once the version number is known.
-    Put { method: &'static str, resource: Value },
+    Put {
+        method: &'static str,
+        resource: Value,
+    },
     Delete,
     /// Nothing to write (e.g. deleting what is already deleted).
     Unchanged,
