@@ -5,6 +5,8 @@
 //! plain, non-generic function over bytes, so the rest of sp-hub depends on
 //! this crate's compiled code and rebuilds in seconds.
 
+mod xml_check;
+
 use fhirbolt::model::r4::Resource;
 use fhirbolt::serde::{DeserializationConfig, DeserializationMode};
 
@@ -38,21 +40,44 @@ fn message(e: impl std::fmt::Display) -> Error {
 /// Checks that `json` is one R4 resource that fhirbolt accepts in strict
 /// mode: no unknown elements, primitives of the right type, known resourceType.
 pub fn check_json(json: &[u8]) -> Result<(), Error> {
-    fhirbolt::json::from_slice::<Resource>(json, strict())
-        .map(drop)
-        .map_err(message)
+    guarded(|| {
+        fhirbolt::json::from_slice::<Resource>(json, strict())
+            .map(drop)
+            .map_err(message)
+    })
+}
+
+/// fhirbolt panics on some inputs (an empty JSON array, for one). Callers
+/// refuse such inputs first; this turns any we have not met into an error
+/// instead of a crashed request.
+fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error {
+            message: "the resource could not be read as FHIR R4".into(),
+        })
+    })
 }
 
 /// Converts one R4 resource from XML to JSON (strict: unknown elements fail).
+/// Narratives keep the client's exact XHTML.
 pub fn xml_to_json(xml: &[u8]) -> Result<Vec<u8>, Error> {
-    let resource: Resource = fhirbolt::xml::from_slice(xml, strict()).map_err(message)?;
-    fhirbolt::json::to_vec(&resource, None).map_err(message)
+    let spans = xml_check::scan(xml)?;
+    let json = guarded(|| {
+        let resource: Resource = fhirbolt::xml::from_slice(xml, strict()).map_err(message)?;
+        fhirbolt::json::to_vec(&resource, None).map_err(message)
+    })?;
+    Ok(xml_check::restore_divs_in_json(json, xml, &spans))
 }
 
 /// Converts one R4 resource from JSON to XML.
+/// Converts one R4 resource from JSON to XML; narratives are written as
+/// the JSON holds them.
 pub fn json_to_xml(json: &[u8]) -> Result<Vec<u8>, Error> {
-    let resource: Resource = fhirbolt::json::from_slice(json, strict()).map_err(message)?;
-    fhirbolt::xml::to_vec(&resource, None).map_err(message)
+    let xml = guarded(|| {
+        let resource: Resource = fhirbolt::json::from_slice(json, strict()).map_err(message)?;
+        fhirbolt::xml::to_vec(&resource, None).map_err(message)
+    })?;
+    Ok(xml_check::restore_divs_in_xml(xml, json))
 }
 
 /// Every R4 resource type fhirbolt models, in its own order (alphabetical).
@@ -219,6 +244,36 @@ mod tests {
             }
         }
         assert_eq!(RESOURCE_TYPES.len(), 146);
+    }
+
+    #[test]
+    fn unclosed_xml_is_refused() {
+        let e = xml_to_json(br#"<Patient xmlns="http://hl7.org/fhir"><active value="true"/>"#)
+            .unwrap_err();
+        assert!(e.message.contains("malformed XML"), "{}", e.message);
+        assert!(xml_to_json(br#"<Patient xmlns="http://hl7.org/fhir"></Patient><x/>"#).is_err());
+    }
+
+    #[test]
+    fn narrative_whitespace_survives_both_ways() {
+        let div = r#"<div xmlns="http://www.w3.org/1999/xhtml"><p>Referral to <b>social</b> prescribing</p></div>"#;
+        let json = format!(
+            r#"{{"resourceType":"Patient","text":{{"status":"generated","div":{}}},"active":true}}"#,
+            serde_json::Value::String(div.into())
+        );
+        let xml = String::from_utf8(json_to_xml(json.as_bytes()).unwrap()).unwrap();
+        assert!(xml.contains(div), "{xml}");
+        let back: serde_json::Value =
+            serde_json::from_slice(&xml_to_json(xml.as_bytes()).unwrap()).unwrap();
+        assert_eq!(back["text"]["div"], div);
+        assert_eq!(back["active"], true);
+    }
+
+    #[test]
+    fn a_panic_inside_fhirbolt_becomes_an_error() {
+        // fhirbolt 0.4 panics on an empty array.
+        let e = check_json(br#"{"resourceType":"Patient","name":[]}"#).unwrap_err();
+        assert!(e.message.contains("could not be read"), "{}", e.message);
     }
 
     #[test]

@@ -84,23 +84,62 @@ pub fn parse(body: &[u8], format: Format, expected_type: &str) -> FhirResult<Val
             ))
         }
     }
+    if let Some(path) = position::control_character_path(&value, expected_type) {
+        return Err(FhirError::structure(
+            "a string holds a control character (FHIR strings allow only tab, CR and LF below U+0020)",
+            Some(path),
+        ));
+    }
+    if let Some(path) = position::empty_value_path(&value, expected_type) {
+        return Err(FhirError::structure(
+            "empty arrays, objects and strings are not allowed in FHIR JSON; leave the element out",
+            Some(path),
+        ));
+    }
     if format == Format::Json {
         sp_hub_codec::check_json(json).map_err(|e| {
             let expression = position::unknown_element_path(&value, &e.message, expected_type)
-                .or_else(|| position::missing_element_path(&value, &e.message, expected_type));
-            FhirError::structure(readable(&e.message), expression)
+                .or_else(|| position::missing_element_path(&value, &e.message, expected_type))
+                .or_else(|| narrow_by_parsing(&value, &e.message, expected_type, json.len()));
+            let message = match &expression {
+                Some(path) => format!("{path}: {}", readable(&e.message)),
+                None => readable(&e.message),
+            };
+            FhirError::structure(message, expression)
         })?;
     }
     Ok(value)
 }
 
-/// fhirbolt lists every allowed field after an unknown one; the element
-/// name is what a person needs.
+/// Bodies up to this size get their bad element searched for by re-parsing
+/// parts of them; past it the cost is not worth a better message.
+const NARROW_LIMIT: usize = 64 * 1024;
+
+fn narrow_by_parsing(value: &Value, message: &str, res_type: &str, size: usize) -> Option<String> {
+    if size > NARROW_LIMIT {
+        return None;
+    }
+    let still_fails = |doc: &Value| {
+        serde_json::to_vec(doc)
+            .ok()
+            .and_then(|bytes| sp_hub_codec::check_json(&bytes).err())
+            .is_some_and(|e| e.message == message)
+    };
+    position::narrow(value, res_type, &still_fails, 256)
+}
+
+/// fhirbolt lists every allowed field after an unknown one, and names Rust
+/// parse errors for bad primitives; say it in FHIR's terms.
 fn readable(message: &str) -> String {
     let short = message.split(", expected").next().unwrap_or(message);
-    short
-        .replace("unknown field", "unknown element")
-        .replace("missing field", "missing required element")
+    match short {
+        "ParseBoolError" => "not a valid boolean (expected true or false)".into(),
+        m if m.starts_with("ParseIntError") => "not a valid integer".into(),
+        m if m.starts_with("ParseFloatError") => "not a valid decimal".into(),
+        m => m
+            .replace("unknown field", "unknown element")
+            .replace("missing field", "missing required element"),
+    }
 }
 
 /// Sets id, meta.versionId and meta.lastUpdated, and orders the top of the
@@ -110,17 +149,17 @@ pub fn stamp(resource: &mut Value, id: &str, version: i32, last_updated: &str) {
         return;
     };
     let mut old = old;
-    let mut meta = match old.remove("meta") {
+    let mut meta = match old.shift_remove("meta") {
         Some(Value::Object(m)) => m,
         _ => Map::new(),
     };
     meta.insert("versionId".into(), Value::String(version.to_string()));
     meta.insert("lastUpdated".into(), Value::String(last_updated.into()));
     let mut out = Map::with_capacity(old.len() + 2);
-    if let Some(rt) = old.remove("resourceType") {
+    if let Some(rt) = old.shift_remove("resourceType") {
         out.insert("resourceType".into(), rt);
     }
-    old.remove("id");
+    old.shift_remove("id");
     out.insert("id".into(), Value::String(id.into()));
     out.insert("meta".into(), Value::Object(meta));
     out.extend(old);
@@ -148,15 +187,42 @@ mod tests {
 
     #[test]
     fn stamp_sets_meta_and_orders_the_top() {
-        let mut r = json!({"status": "active", "resourceType": "Task", "meta": {"profile": ["p"]}, "id": "old"});
+        let mut r = json!({"status": "active", "resourceType": "Task", "meta": {"profile": ["p"]}, "id": "old", "intent": "order", "code": {}});
         stamp(&mut r, "t1", 3, "2026-01-01T00:00:00.000000Z");
         let text = serde_json::to_string(&r).unwrap();
-        assert!(
-            text.starts_with(
-                r#"{"resourceType":"Task","id":"t1","meta":{"profile":["p"],"versionId":"3""#
-            ),
-            "{text}"
+        assert_eq!(
+            text,
+            r#"{"resourceType":"Task","id":"t1","meta":{"profile":["p"],"versionId":"3","lastUpdated":"2026-01-01T00:00:00.000000Z"},"status":"active","intent":"order","code":{}}"#
         );
+    }
+
+    #[test]
+    fn wrongly_typed_primitive_is_named_with_its_path() {
+        for (body, path) in [
+            (
+                r#"{"resourceType":"Patient","active":"yes"}"#,
+                "Patient.active",
+            ),
+            (
+                r#"{"resourceType":"Patient","name":[{"family":5}]}"#,
+                "Patient.name[0].family",
+            ),
+            (
+                r#"{"resourceType":"Patient","multipleBirthInteger":"x"}"#,
+                "Patient.multipleBirthInteger",
+            ),
+        ] {
+            match parse(body.as_bytes(), Format::Json, "Patient").unwrap_err() {
+                FhirError::Structure {
+                    message,
+                    expression,
+                } => {
+                    assert_eq!(expression.as_deref(), Some(path), "{message}");
+                    assert!(message.starts_with(path), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

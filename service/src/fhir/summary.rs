@@ -1,7 +1,7 @@
 //! `_summary` and `_elements`: cutting a resource down to what was asked.
 //!
 //! Which top-level elements are "summary" or mandatory comes from the R4
-//! StructureDefinitions, kept as data in `fhir-profiles/r4/summary-elements.json`.
+//! StructureDefinitions, kept as data in `fhir-profiles/r4/top-level-elements.json`.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -13,6 +13,7 @@ use crate::search::Summary;
 
 #[derive(Deserialize)]
 struct TypeElements {
+    elements: Vec<String>,
     summary: Vec<String>,
     mandatory: Vec<String>,
 }
@@ -24,9 +25,9 @@ struct Table {
 
 static TABLE: LazyLock<Result<Table, String>> = LazyLock::new(|| {
     serde_json::from_str(include_str!(
-        "../../../fhir-profiles/r4/summary-elements.json"
+        "../../../fhir-profiles/r4/top-level-elements.json"
     ))
-    .map_err(|e| format!("fhir-profiles/r4/summary-elements.json: {e}"))
+    .map_err(|e| format!("fhir-profiles/r4/top-level-elements.json: {e}"))
 });
 
 /// Checks the embedded table once at start-up, so a broken file stops the
@@ -41,7 +42,7 @@ fn elements(res_type: &str) -> Option<&'static TypeElements> {
 
 /// Whether the type has a top-level `identifier` element.
 pub fn has_identifier(res_type: &str) -> bool {
-    elements(res_type).is_some_and(|e| e.summary.iter().any(|s| s == "identifier"))
+    elements(res_type).is_some_and(|e| e.elements.iter().any(|s| s == "identifier"))
 }
 
 /// Whether `element` is a mandatory (min 1) top-level element of the type.
@@ -105,7 +106,7 @@ pub fn apply(resource: &mut Value, summary: Option<Summary>, wanted: Option<&[St
         }),
         (Some(Summary::Data), _) => {
             if let Value::Object(map) = resource {
-                map.remove("text");
+                map.shift_remove("text");
             }
         }
         (_, Some(names)) => keep(resource, |k| {
@@ -126,6 +127,10 @@ mod tests {
     fn the_table_loads_and_knows_patient() {
         load().unwrap();
         assert!(has_identifier("Patient"));
+        assert!(
+            has_identifier("Task"),
+            "Task.identifier is not a summary element"
+        );
         assert!(!has_identifier("Parameters"));
     }
 

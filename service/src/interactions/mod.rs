@@ -68,36 +68,33 @@ pub fn create(
     if_none_exist: Option<&[(String, String)]>,
 ) -> FhirResult<Created> {
     let resource = body.parse(res_type)?;
-    if let Some(criteria) = if_none_exist {
-        let matches = conditional_matches(store, res_type, criteria, "If-None-Exist")?;
-        match matches.as_slice() {
-            [] => {}
-            [one] => {
-                let current = store.read(res_type, one)?.ok_or_else(|| {
-                    FhirError::Conflict("the matching resource changed; try again".into())
-                })?;
-                return Ok(Created::Existing(current));
-            }
-            _ => {
-                return Err(FhirError::PreconditionFailed(format!(
-                    "If-None-Exist matched more than one {res_type}; the criteria must select at most one"
-                )))
-            }
-        }
-    }
     // The server assigns the id on create; any id in the body is ignored
     // (http.html#create).
-    let id = uuid::Uuid::new_v4().to_string();
-    store
-        .write(res_type, &id, |_| {
-            Ok(Decision::Put {
-                method: "POST",
-                resource: resource.clone(),
-            })
-        })
-        .map(Created::New)
+    let post = || Decision::Put {
+        method: "POST",
+        resource: resource.clone(),
+    };
+    let Some(criteria) = if_none_exist else {
+        let id = uuid::Uuid::new_v4().to_string();
+        return store.write(res_type, &id, |_| Ok(post())).map(Created::New);
+    };
+    let c = Criteria::parse(res_type, criteria, "If-None-Exist")?;
+    store.serialized(&c.lock_key, |tx| {
+        match tx.matching_ids(res_type, &c.query, 2)?.as_slice() {
+            [] => {
+                let id = uuid::Uuid::new_v4().to_string();
+                tx.write(res_type, &id, |_| Ok(post())).map(Created::New)
+            }
+            [one] => tx
+                .read(res_type, one)?
+                .map(Created::Existing)
+                .ok_or_else(|| FhirError::Internal("a matched resource vanished".into())),
+            _ => Err(FhirError::PreconditionFailed(format!(
+                "If-None-Exist matched more than one {res_type}; the criteria must select at most one"
+            ))),
+        }
+    })
 }
-
 /// update (and update-as-create with a client-chosen id).
 pub fn update(
     store: &Store,
@@ -125,25 +122,22 @@ pub fn update(
             ))
         }
     }
-    put(store, res_type, id, resource, if_match)
+    store.write(res_type, id, put(&resource, if_match))
 }
 
+/// What a PUT does to the current row: check If-Match, write a version.
 fn put(
-    store: &Store,
-    res_type: &str,
-    id: &str,
-    resource: Value,
+    resource: &Value,
     if_match: Option<i32>,
-) -> FhirResult<WriteOutcome> {
-    store.write(res_type, id, |current| {
+) -> impl Fn(Option<&Current>) -> FhirResult<Decision> + '_ {
+    move |current| {
         check_version(current, if_match)?;
         Ok(Decision::Put {
             method: "PUT",
             resource: resource.clone(),
         })
-    })
+    }
 }
-
 /// conditional update: PUT /Type?criteria.
 pub fn conditional_update(
     store: &Store,
@@ -153,27 +147,26 @@ pub fn conditional_update(
     if_match: Option<i32>,
 ) -> FhirResult<WriteOutcome> {
     let resource = body.parse(res_type)?;
-    let body_id = resource.get("id").and_then(Value::as_str).map(String::from);
-    let matches = conditional_matches(store, res_type, criteria, "conditional update")?;
-    let id = match (matches.as_slice(), body_id) {
-        ([], Some(body_id)) => body_id,
-        ([], None) => uuid::Uuid::new_v4().to_string(),
-        ([one], Some(body_id)) if *one != body_id => {
-            return Err(FhirError::invalid_at(
-                format!("the criteria match {res_type}/{one}, but the body has id '{body_id}'"),
-                format!("{res_type}.id"),
-            ))
-        }
-        ([one], _) => one.clone(),
-        _ => {
-            return Err(FhirError::PreconditionFailed(format!(
+    let body_id = resource.get("id").and_then(Value::as_str);
+    let c = Criteria::parse(res_type, criteria, "conditional update")?;
+    store.serialized(&c.lock_key, |tx| {
+        let id = match (tx.matching_ids(res_type, &c.query, 2)?.as_slice(), body_id) {
+            ([], Some(body_id)) => body_id.to_string(),
+            ([], None) => uuid::Uuid::new_v4().to_string(),
+            ([one], Some(body_id)) if one != body_id => {
+                return Err(FhirError::invalid_at(
+                    format!("the criteria match {res_type}/{one}, but the body has id '{body_id}'"),
+                    format!("{res_type}.id"),
+                ))
+            }
+            ([one], _) => one.clone(),
+            _ => return Err(FhirError::PreconditionFailed(format!(
                 "the criteria match more than one {res_type}; conditional update needs at most one"
-            )))
-        }
-    };
-    put(store, res_type, &id, resource, if_match)
+            ))),
+        };
+        tx.write(res_type, &id, put(&resource, if_match))
+    })
 }
-
 /// JSON Patch (RFC 6902) applied to the current version.
 pub fn patch(
     store: &Store,
@@ -239,47 +232,65 @@ pub fn delete(
     if_match: Option<i32>,
 ) -> FhirResult<WriteOutcome> {
     resource::check_id(id)?;
-    store.write(res_type, id, |current| match current {
+    store.write(res_type, id, remove(res_type, id, if_match))
+}
+
+/// What a DELETE does to the current row.
+fn remove<'a>(
+    res_type: &'a str,
+    id: &'a str,
+    if_match: Option<i32>,
+) -> impl Fn(Option<&Current>) -> FhirResult<Decision> + 'a {
+    move |current| match current {
         None => Err(not_found(res_type, id)),
         Some(cur) if cur.deleted && if_match.is_none() => Ok(Decision::Unchanged),
         Some(cur) => {
             check_version(Some(cur), if_match)?;
             Ok(Decision::Delete)
         }
-    })
+    }
 }
-
 /// conditional delete: 0 matches is success, more than one is refused.
 pub fn conditional_delete(
     store: &Store,
     res_type: &str,
     criteria: &[(String, String)],
 ) -> FhirResult<Option<WriteOutcome>> {
-    let matches = conditional_matches(store, res_type, criteria, "conditional delete")?;
-    match matches.as_slice() {
-        [] => Ok(None),
-        [one] => delete(store, res_type, one, None).map(Some),
-        _ => Err(FhirError::PreconditionFailed(format!(
-            "the criteria match more than one {res_type}; conditional delete removes at most one"
-        ))),
-    }
+    let c = Criteria::parse(res_type, criteria, "conditional delete")?;
+    store.serialized(&c.lock_key, |tx| {
+        match tx.matching_ids(res_type, &c.query, 2)?.as_slice() {
+            [] => Ok(None),
+            [one] => tx.write(res_type, one, remove(res_type, one, None)).map(Some),
+            _ => Err(FhirError::PreconditionFailed(format!(
+                "the criteria match more than one {res_type}; conditional delete removes at most one"
+            ))),
+        }
+    })
+}
+/// The search criteria of a conditional interaction, and the lock that
+/// keeps two requests with the same criteria from interleaving.
+struct Criteria {
+    query: SearchQuery,
+    lock_key: String,
 }
 
-fn conditional_matches(
-    store: &Store,
-    res_type: &str,
-    criteria: &[(String, String)],
-    what: &str,
-) -> FhirResult<Vec<String>> {
-    let q = SearchQuery::parse(criteria, crate::fhir::summary::has_identifier(res_type))?;
-    if !q.has_criteria() {
-        return Err(FhirError::invalid(format!(
-            "{what} needs search criteria this server supports (_id, _lastUpdated, identifier)"
-        )));
+impl Criteria {
+    fn parse(res_type: &str, criteria: &[(String, String)], what: &str) -> FhirResult<Criteria> {
+        let query = SearchQuery::parse(criteria, crate::fhir::summary::has_identifier(res_type))?;
+        if !query.has_criteria() {
+            return Err(FhirError::invalid(format!(
+                "{what} needs search criteria this server supports (_id, _lastUpdated, identifier)"
+            )));
+        }
+        let mut applied = query.applied.clone();
+        applied.sort();
+        let pairs: Vec<String> = applied.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Ok(Criteria {
+            lock_key: format!("{res_type}?{}", pairs.join("&")),
+            query,
+        })
     }
-    store.matching_ids(res_type, &q, 2)
 }
-
 fn not_found(res_type: &str, id: &str) -> FhirError {
     FhirError::NotFound(format!("{res_type}/{id} is not known"))
 }
@@ -354,6 +365,7 @@ pub fn history_query(scope: HistoryScope, params: &[(String, String)]) -> FhirRe
         )
     };
     for (name, value) in params {
+        crate::search::check_text(name, value)?;
         match name.as_str() {
             "_since" => {
                 let (low, _) =

@@ -100,6 +100,7 @@ impl SearchQuery {
             ..Default::default()
         };
         for (name, value) in params {
+            check_text(name, value)?;
             let applied = match name.as_str() {
                 "_id" => {
                     q.ids.push(split_or(value));
@@ -149,6 +150,20 @@ impl SearchQuery {
     pub fn has_criteria(&self) -> bool {
         !(self.ids.is_empty() && self.last_updated.is_empty() && self.tokens.is_empty())
     }
+}
+
+/// Parameter names and values are text; a NUL or other control character
+/// is a client error here rather than a database error later.
+pub fn check_text(name: &str, value: &str) -> FhirResult<()> {
+    let bad = |s: &str| s.chars().any(char::is_control);
+    if bad(name) || bad(value) {
+        let shown: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+        return Err(FhirError::invalid_at(
+            format!("search parameter '{shown}' contains a control character"),
+            shown,
+        ));
+    }
+    Ok(())
 }
 
 pub fn parse_count(value: &str) -> FhirResult<i64> {
@@ -244,6 +259,12 @@ mod tests {
         assert_eq!(decode_cursor(&c, "id").unwrap(), "abc");
         assert!(decode_cursor(&c, "seq").is_err());
         assert!(decode_cursor("!!", "id").is_err());
+    }
+
+    #[test]
+    fn control_characters_in_parameters_are_refused() {
+        assert!(SearchQuery::parse(&p(&[("identifier", "a\u{0}b")]), true).is_err());
+        assert!(SearchQuery::parse(&p(&[("_id\u{0}", "a")]), true).is_err());
     }
 
     #[test]

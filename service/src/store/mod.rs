@@ -11,7 +11,7 @@ mod write;
 
 pub use pool::{Backend, Store};
 pub use query::{HistoryQuery, HistoryScope, Page};
-pub use write::{Decision, WriteOutcome};
+pub use write::{Decision, Tx, WriteOutcome};
 
 use diesel::prelude::*;
 

@@ -40,12 +40,7 @@ type BoxedResources<'a> = resources::BoxedQuery<'a, Db>;
 impl Store {
     pub fn read(&self, res_type: &str, res_id: &str) -> FhirResult<Option<Current>> {
         let mut c = self.reader()?;
-        resources::table
-            .find((res_type, res_id))
-            .select(Current::as_select())
-            .first(&mut c)
-            .optional()
-            .map_err(db_error)
+        read_in(&mut c, res_type, res_id)
     }
 
     pub fn vread(&self, res_type: &str, res_id: &str, version: i32) -> FhirResult<Option<Version>> {
@@ -89,23 +84,6 @@ impl Store {
         Ok(Page { items, total, more })
     }
 
-    /// How many current resources match, up to `limit` (for conditional
-    /// interactions, which only care about 0, 1 or many).
-    pub fn matching_ids(
-        &self,
-        res_type: &str,
-        q: &SearchQuery,
-        limit: i64,
-    ) -> FhirResult<Vec<String>> {
-        let mut c = self.reader()?;
-        filtered(res_type, q)
-            .order(resources::res_id.asc())
-            .limit(limit)
-            .select(resources::res_id)
-            .load(&mut c)
-            .map_err(db_error)
-    }
-
     pub fn history(&self, q: &HistoryQuery) -> FhirResult<Page<Version>> {
         let mut c = self.reader()?;
         let total = history_filtered(q)
@@ -126,6 +104,35 @@ impl Store {
         items.truncate(q.count as usize);
         Ok(Page { items, total, more })
     }
+}
+
+pub(super) fn read_in(
+    c: &mut AnyConnection,
+    res_type: &str,
+    res_id: &str,
+) -> FhirResult<Option<Current>> {
+    resources::table
+        .find((res_type, res_id))
+        .select(Current::as_select())
+        .first(c)
+        .optional()
+        .map_err(db_error)
+}
+
+/// Ids of current resources matching `q`, at most `limit` (conditional
+/// interactions only care about 0, 1 or many).
+pub(super) fn matching_ids_in(
+    c: &mut AnyConnection,
+    res_type: &str,
+    q: &SearchQuery,
+    limit: i64,
+) -> FhirResult<Vec<String>> {
+    filtered(res_type, q)
+        .order(resources::res_id.asc())
+        .limit(limit)
+        .select(resources::res_id)
+        .load(c)
+        .map_err(db_error)
 }
 
 fn filtered<'a>(res_type: &'a str, q: &'a SearchQuery) -> BoxedResources<'a> {

@@ -4,10 +4,11 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde_json::Value;
 
-use super::pool::{db_error, Store};
+use super::pool::{db_error, AnyConnection, Store};
 use super::schema::{resource_versions, resources, search_token};
 use super::{Current, TokenRow};
 use crate::fhir::outcome::{FhirError, FhirResult};
+use crate::search::SearchQuery;
 
 /// What the caller wants done, decided from the current row (if any).
 pub enum Decision {
@@ -56,6 +57,41 @@ impl From<FhirError> for Attempt {
 
 const ATTEMPTS: usize = 5;
 
+/// A transaction in progress, for interactions that must read and write
+/// atomically (conditional create, update and delete).
+pub struct Tx<'c> {
+    c: &'c mut AnyConnection,
+    lost: bool,
+}
+
+impl Tx<'_> {
+    pub fn read(&mut self, res_type: &str, res_id: &str) -> FhirResult<Option<Current>> {
+        super::query::read_in(self.c, res_type, res_id)
+    }
+
+    pub fn matching_ids(
+        &mut self,
+        res_type: &str,
+        q: &SearchQuery,
+        limit: i64,
+    ) -> FhirResult<Vec<String>> {
+        super::query::matching_ids_in(self.c, res_type, q, limit)
+    }
+
+    pub fn write<F>(&mut self, res_type: &str, res_id: &str, decide: F) -> FhirResult<WriteOutcome>
+    where
+        F: Fn(Option<&Current>) -> FhirResult<Decision>,
+    {
+        write_in(self.c, res_type, res_id, &decide).map_err(|e| match e {
+            Attempt::Lost => {
+                self.lost = true;
+                FhirError::Conflict(format!("{res_type}/{res_id} was changed concurrently"))
+            }
+            Attempt::Failed(e) => e,
+        })
+    }
+}
+
 impl Store {
     /// Reads the current row, asks `decide` what to do, and applies it in the
     /// same transaction. If a concurrent writer commits first, the whole
@@ -65,81 +101,125 @@ impl Store {
     where
         F: Fn(Option<&Current>) -> FhirResult<Decision>,
     {
-        let mut conn = self.writer()?;
+        self.retrying(|c| write_in(c, res_type, res_id, &decide))
+            .map_err(|e| e.unwrap_or_else(|| busy(&format!("{res_type}/{res_id}"))))
+    }
+
+    /// Runs `f` in one transaction that holds `lock_key` exclusively, so two
+    /// conditional requests with the same criteria cannot both see "no
+    /// match" and both create. PostgreSQL takes a transaction-scoped
+    /// advisory lock; SQLite's single writer connection already serialises.
+    pub fn serialized<T, F>(&self, lock_key: &str, f: F) -> FhirResult<T>
+    where
+        F: Fn(&mut Tx) -> FhirResult<T>,
+    {
+        self.retrying(|c| {
+            if let AnyConnection::Postgresql(pg) = c {
+                diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind::<diesel::sql_types::Text, _>(lock_key)
+                    .execute(pg)?;
+            }
+            let mut tx = Tx { c, lost: false };
+            f(&mut tx).map_err(|e| {
+                if tx.lost {
+                    Attempt::Lost
+                } else {
+                    Attempt::Failed(e)
+                }
+            })
+        })
+        .map_err(|e| e.unwrap_or_else(|| busy(lock_key)))
+    }
+
+    /// One transaction per attempt; an attempt that lost a race to another
+    /// writer is rolled back and run again. `Err(None)`: every attempt lost.
+    fn retrying<T>(
+        &self,
+        mut attempt: impl FnMut(&mut AnyConnection) -> Result<T, Attempt>,
+    ) -> Result<T, Option<FhirError>> {
+        let mut conn = self.writer().map_err(Some)?;
         for _ in 0..ATTEMPTS {
-            let result = conn.transaction::<_, Attempt, _>(|c| {
-                let current = resources::table
-                    .find((res_type, res_id))
-                    .select(Current::as_select())
-                    .first(c)
-                    .optional()?;
-                let live_before = current.as_ref().is_some_and(|cur| !cur.deleted);
-                let next = current.as_ref().map_or(1, |cur| cur.version + 1);
-                let now = crate::fhir::resource::now_instant();
-                let outcome = match decide(current.as_ref())? {
-                    Decision::Unchanged => {
-                        let current = current.ok_or_else(|| {
-                            FhirError::Internal("nothing to leave unchanged".into())
-                        })?;
-                        return Ok(WriteOutcome {
-                            current,
-                            created: false,
-                            changed: false,
-                        });
-                    }
-                    Decision::Put {
-                        method,
-                        mut resource,
-                    } => {
-                        crate::fhir::resource::stamp(&mut resource, res_id, next, &now);
-                        let tokens = crate::search::index::tokens(&resource);
-                        let body = serde_json::to_string(&resource)
-                            .map_err(|e| FhirError::Internal(e.to_string()))?;
-                        let row = Current {
-                            res_type: res_type.to_string(),
-                            res_id: res_id.to_string(),
-                            version: next,
-                            last_updated: now,
-                            deleted: false,
-                            body,
-                        };
-                        save(c, current.as_ref(), &row, method, &tokens)?;
-                        row
-                    }
-                    Decision::Delete => {
-                        let row = Current {
-                            res_type: res_type.to_string(),
-                            res_id: res_id.to_string(),
-                            version: next,
-                            last_updated: now,
-                            deleted: true,
-                            body: String::new(),
-                        };
-                        save(c, current.as_ref(), &row, "DELETE", &[])?;
-                        row
-                    }
-                };
-                Ok(WriteOutcome {
-                    current: outcome,
-                    created: !live_before,
-                    changed: true,
-                })
-            });
-            match result {
-                Ok(outcome) => return Ok(outcome),
+            match conn.transaction::<_, Attempt, _>(|c| attempt(c)) {
+                Ok(v) => return Ok(v),
                 Err(Attempt::Lost) => continue,
-                Err(Attempt::Failed(e)) => return Err(e),
+                Err(Attempt::Failed(e)) => return Err(Some(e)),
             }
         }
-        Err(FhirError::Conflict(format!(
-            "{res_type}/{res_id} is being changed by other requests; try again"
-        )))
+        Err(None)
     }
+}
+
+fn busy(what: &str) -> FhirError {
+    FhirError::Conflict(format!(
+        "{what} is being changed by other requests; try again"
+    ))
+}
+
+fn write_in<F>(
+    c: &mut AnyConnection,
+    res_type: &str,
+    res_id: &str,
+    decide: &F,
+) -> Result<WriteOutcome, Attempt>
+where
+    F: Fn(Option<&Current>) -> FhirResult<Decision>,
+{
+    let current = super::query::read_in(c, res_type, res_id)?;
+    let live_before = current.as_ref().is_some_and(|cur| !cur.deleted);
+    let next = current.as_ref().map_or(1, |cur| cur.version + 1);
+    let now = crate::fhir::resource::now_instant();
+    let row = match decide(current.as_ref())? {
+        Decision::Unchanged => {
+            let current =
+                current.ok_or_else(|| FhirError::Internal("nothing to leave unchanged".into()))?;
+            return Ok(WriteOutcome {
+                current,
+                created: false,
+                changed: false,
+            });
+        }
+        Decision::Put {
+            method,
+            mut resource,
+        } => {
+            crate::fhir::resource::stamp(&mut resource, res_id, next, &now);
+            let tokens = crate::search::index::tokens(&resource);
+            let body =
+                serde_json::to_string(&resource).map_err(|e| FhirError::Internal(e.to_string()))?;
+            let row = Current {
+                res_type: res_type.to_string(),
+                res_id: res_id.to_string(),
+                version: next,
+                last_updated: now,
+                deleted: false,
+                body,
+            };
+            save(c, current.as_ref(), &row, method, &tokens)?;
+            row
+        }
+        Decision::Delete => {
+            let row = Current {
+                res_type: res_type.to_string(),
+                res_id: res_id.to_string(),
+                version: next,
+                last_updated: now,
+                deleted: true,
+                body: String::new(),
+            };
+            save(c, current.as_ref(), &row, "DELETE", &[])?;
+            row
+        }
+    };
+    Ok(WriteOutcome {
+        current: row,
+        created: !live_before,
+        changed: true,
+    })
 }
 
 /// Writes `row` as the new current version, its history row and its index.
 fn save(
-    c: &mut super::pool::AnyConnection,
+    c: &mut AnyConnection,
     previous: Option<&Current>,
     row: &Current,
     method: &str,
