@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::negotiate::form_pairs;
 use super::render::{self, base_url, etag};
 use super::{handle, AppState};
-use crate::fhir::bundle::{self, Bundle, Entry, Link, Request, Response};
+use crate::fhir::bundle::{self, Bundle, Entry, Request, Response};
 use crate::interactions::{self as fhir};
 use crate::search::encode_cursor;
 use crate::store::{HistoryQuery, HistoryScope, Page, Version};
@@ -70,31 +70,17 @@ fn bundle_of(
     page: Page<Version>,
 ) -> String {
     let base = base_url(req);
-    let url = |cursor: Option<&str>| {
-        let mut s = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in params {
-            if matches!(k.as_str(), "_since" | "_at") {
-                s.append_pair(k, v);
-            }
-        }
-        s.append_pair("_count", &q.count.to_string());
-        if let Some(c) = cursor {
-            s.append_pair("_cursor", c);
-        }
-        format!("{base}/{path}?{}", s.finish())
-    };
-    let mut links = vec![Link {
-        relation: "self",
-        url: url(None),
-    }];
-    if page.more {
-        if let Some(last) = page.items.last() {
-            links.push(Link {
-                relation: "next",
-                url: url(Some(&encode_cursor("seq", &last.seq.to_string()))),
-            });
-        }
-    }
+    let kept: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "_since" | "_at"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let next = page
+        .more
+        .then(|| page.items.last())
+        .flatten()
+        .map(|last| encode_cursor("seq", &last.seq.to_string()));
+    let links = render::page_links(&format!("{base}/{path}"), &kept, q.count, next);
     let entries = page
         .items
         .into_iter()

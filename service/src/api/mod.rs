@@ -111,8 +111,27 @@ where
     }
 }
 
-/// Reads the whole body, refusing it once it passes the configured limit.
+/// How long a client may take to send its body once the headers are in.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads the whole body, refusing it once it passes the configured limit
+/// or when the client stops sending before it is complete.
 async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> crate::fhir::outcome::FhirResult<web::Bytes> {
+    actix_web::rt::time::timeout(BODY_TIMEOUT, read_body_within(req, payload, limit))
+        .await
+        .unwrap_or_else(|_| {
+            Err(FhirError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            )))
+        })
+}
+
+async fn read_body_within(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::negotiate::{self, form_pairs, prefer_return, Output, Return};
 use super::render::{self, base_url, resource_response, Versioned};
 use super::{handle, read_body, AppState};
-use crate::fhir::bundle::{self, Bundle, Entry, Link, SearchInfo};
+use crate::fhir::bundle::{self, Bundle, Entry, SearchInfo};
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::summary;
 use crate::interactions::{self as fhir, Body, Created};
@@ -338,31 +338,18 @@ fn searchset(
     page: Page<Current>,
 ) -> FhirResult<String> {
     let base = base_url(req);
-    let url = |cursor: Option<&str>| {
-        let mut s = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &q.applied {
-            if k != "_count" {
-                s.append_pair(k, v);
-            }
-        }
-        s.append_pair("_count", &q.count.to_string());
-        if let Some(c) = cursor {
-            s.append_pair("_cursor", c);
-        }
-        format!("{base}/{res_type}?{}", s.finish())
-    };
-    let mut links = vec![Link {
-        relation: "self",
-        url: url(None),
-    }];
-    if page.more {
-        if let Some(last) = page.items.last() {
-            links.push(Link {
-                relation: "next",
-                url: url(Some(&encode_cursor("id", &last.res_id))),
-            });
-        }
-    }
+    let kept: Vec<(&str, &str)> = q
+        .applied
+        .iter()
+        .filter(|(k, _)| k != "_count")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let next = page
+        .more
+        .then(|| page.items.last())
+        .flatten()
+        .map(|last| encode_cursor("id", &last.res_id));
+    let links = render::page_links(&format!("{base}/{res_type}"), &kept, q.count, next);
     let shaped = q.summary.is_some() || q.elements.is_some();
     let entries = page
         .items

@@ -18,6 +18,7 @@ pub enum IssueType {
     TooCostly,
     Processing,
     Exception,
+    Timeout,
     Informational,
 }
 
@@ -33,6 +34,7 @@ impl IssueType {
             IssueType::TooCostly => "too-costly",
             IssueType::Processing => "processing",
             IssueType::Exception => "exception",
+            IssueType::Timeout => "timeout",
             IssueType::Informational => "informational",
         }
     }
@@ -62,6 +64,8 @@ pub enum FhirError {
     NotAcceptable(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     PreconditionFailed(String),
     #[error("{0}")]
@@ -108,6 +112,7 @@ impl FhirError {
             FhirError::NotFound(_) => 404,
             FhirError::MethodNotAllowed(_) => 405,
             FhirError::NotAcceptable(_) => 406,
+            FhirError::RequestTimeout(_) => 408,
             FhirError::Conflict(_) => 409,
             FhirError::Gone(_) => 410,
             FhirError::PreconditionFailed(_) => 412,
@@ -130,6 +135,7 @@ impl FhirError {
             | FhirError::UnsupportedMediaType(_) => IssueType::NotSupported,
             FhirError::PreconditionFailed(_) | FhirError::Conflict(_) => IssueType::Conflict,
             FhirError::PayloadTooLarge(_) => IssueType::TooCostly,
+            FhirError::RequestTimeout(_) => IssueType::Timeout,
             FhirError::Unprocessable { .. } => IssueType::Processing,
             FhirError::Internal(_) | FhirError::Unavailable(_) => IssueType::Exception,
         }

@@ -160,9 +160,11 @@ pub fn conditional_update(
                 ))
             }
             ([one], _) => one.clone(),
-            _ => return Err(FhirError::PreconditionFailed(format!(
+            _ => {
+                return Err(FhirError::PreconditionFailed(format!(
                 "the criteria match more than one {res_type}; conditional update needs at most one"
-            ))),
+            )))
+            }
         };
         tx.write(res_type, &id, put(&resource, if_match))
     })
