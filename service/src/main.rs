@@ -35,6 +35,9 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SP_HUB_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Most entries a transaction or batch Bundle may hold.
+    #[arg(long, env = "SP_HUB_MAX_BUNDLE_ENTRIES", default_value_t = 500)]
+    max_bundle_entries: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
             database_url: args.db.database_url,
             listen: args.listen,
             max_body_bytes: args.max_body_bytes,
+            max_bundle_entries: args.max_bundle_entries,
         })),
         Command::Migrate(args) => sp_hub::store::Store::open(&args.database_url).map(|_| {
             println!("migrations applied");

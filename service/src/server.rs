@@ -11,6 +11,7 @@ pub struct ServeConfig {
     pub database_url: String,
     pub listen: String,
     pub max_body_bytes: usize,
+    pub max_bundle_entries: usize,
 }
 
 /// Opens the database (migrating it), binds, announces the address on
@@ -25,6 +26,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let state = web::Data::new(AppState {
         store,
         max_body_bytes: cfg.max_body_bytes,
+        max_bundle_entries: cfg.max_bundle_entries,
         capability_statement: api::capability_statement(&started),
     });
     let server =

@@ -80,7 +80,7 @@ fn bundle_of(
         .then(|| page.items.last())
         .flatten()
         .map(|last| encode_cursor("seq", &last.seq.to_string()));
-    let links = render::page_links(&format!("{base}/{path}"), &kept, q.count, next);
+    let links = bundle::page_links(&format!("{base}/{path}"), &kept, q.count, next);
     let entries = page
         .items
         .into_iter()
@@ -101,11 +101,12 @@ fn bundle_of(
                 response: Some(Response {
                     status: status.into(),
                     etag: Some(etag(v.version)),
-                    last_modified: v.last_updated,
+                    last_modified: Some(v.last_updated),
+                    ..Default::default()
                 }),
                 ..Default::default()
             }
         })
         .collect();
-    Bundle::new("history", page.total, links, entries).to_json()
+    Bundle::new("history", Some(page.total), links, entries).to_json()
 }

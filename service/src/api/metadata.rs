@@ -60,7 +60,7 @@ pub fn capability_statement(started: &str) -> Value {
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{"code": "history-system"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "searchParam": COMMON_PARAMS.iter().copied().map(search_param).collect::<Vec<_>>(),
         }]
     })

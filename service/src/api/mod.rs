@@ -17,6 +17,7 @@ use negotiate::Output;
 pub struct AppState {
     pub store: Store,
     pub max_body_bytes: usize,
+    pub max_bundle_entries: usize,
     /// The CapabilityStatement, rendered once: it only changes with the code.
     pub capability_statement: String,
 }
@@ -24,6 +25,7 @@ pub struct AppState {
 /// Every route the server serves, with its methods. `configure` registers
 /// exactly these, and a test checks openapi.yaml documents each of them.
 pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/", &["POST"]),
     ("/metadata", &["GET"]),
     ("/_history", &["GET"]),
     ("/{type}", &["GET", "POST", "PUT", "DELETE"]),
@@ -39,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         let mut resource = web::resource(*path);
         for m in *methods {
             resource = match (*path, *m) {
+                ("/", _) => resource.route(web::post().to(rest::transaction)),
                 ("/metadata", _) => resource.route(web::get().to(metadata)),
                 ("/_history", _) => resource.route(web::get().to(history::system)),
                 ("/{type}", "GET") => resource.route(web::get().to(rest::search_get)),

@@ -31,9 +31,7 @@ impl<'a> From<&'a crate::store::Current> for Versioned<'a> {
     }
 }
 
-pub fn etag(version: i32) -> String {
-    format!("W/\"{version}\"")
-}
+pub use crate::fhir::resource::etag;
 
 /// `http://host:port` as the client addressed us.
 pub fn base_url(req: &HttpRequest) -> String {
@@ -125,36 +123,4 @@ pub fn error_response(err: &FhirError, out: &Output) -> HttpResponse {
     builder
         .insert_header((header::CONTENT_TYPE, format!("{}; charset=utf-8", out.mime)))
         .body(body)
-}
-
-/// `self` and (when another page follows) `next` links for a search or
-/// history page: `params` are the parameters that were applied.
-pub fn page_links(
-    url: &str,
-    params: &[(&str, &str)],
-    count: i64,
-    next_cursor: Option<String>,
-) -> Vec<crate::fhir::bundle::Link> {
-    let with = |cursor: Option<&str>| {
-        let mut s = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in params {
-            s.append_pair(k, v);
-        }
-        s.append_pair("_count", &count.to_string());
-        if let Some(c) = cursor {
-            s.append_pair("_cursor", c);
-        }
-        format!("{url}?{}", s.finish())
-    };
-    let mut links = vec![crate::fhir::bundle::Link {
-        relation: "self",
-        url: with(None),
-    }];
-    if let Some(c) = next_cursor {
-        links.push(crate::fhir::bundle::Link {
-            relation: "next",
-            url: with(Some(&c)),
-        });
-    }
-    links
 }

@@ -2,17 +2,16 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::Value;
 
 use super::negotiate::{self, form_pairs, prefer_return, Output, Return};
 use super::render::{self, base_url, resource_response, Versioned};
 use super::{handle, read_body, AppState};
-use crate::fhir::bundle::{self, Bundle, Entry, SearchInfo};
+use crate::fhir::bundle;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::summary;
 use crate::interactions::{self as fhir, Body, Created};
-use crate::search::{encode_cursor, parse_elements, parse_summary, SearchQuery};
-use crate::store::{Current, Page, WriteOutcome};
+use crate::search::{parse_elements, parse_summary};
+use crate::store::WriteOutcome;
 
 type TypePath = web::Path<String>;
 type InstancePath = web::Path<(String, String)>;
@@ -75,6 +74,36 @@ pub async fn create(
                 prefer_return(&req),
             ),
         }
+    })
+    .await
+}
+
+/// `POST /`: a transaction or batch Bundle.
+pub async fn transaction(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> HttpResponse {
+    handle(&req.clone(), |out| async move {
+        let format = negotiate::input_format(&req)?;
+        let bytes = read_body(&req, payload, state.max_body_bytes).await?;
+        let base = base_url(&req);
+        let max = state.max_bundle_entries;
+        let result = state
+            .store
+            .run(move |s| {
+                fhir::bundle(
+                    s,
+                    Body {
+                        bytes: &bytes,
+                        format,
+                    },
+                    &base,
+                    max,
+                )
+            })
+            .await?;
+        render::body_response(StatusCode::OK, &out, &result.0)
     })
     .await
 }
@@ -325,64 +354,10 @@ async fn search(
             .store
             .run(move |s| fhir::search(s, &t, &params))
             .await?;
-        let body = searchset(&req, &res_type, &q, page)?;
+        let body = bundle::searchset(&base_url(&req), &res_type, &q, page)?;
         render::body_response(StatusCode::OK, &out, &body)
     })
     .await
-}
-
-fn searchset(
-    req: &HttpRequest,
-    res_type: &str,
-    q: &SearchQuery,
-    page: Page<Current>,
-) -> FhirResult<String> {
-    let base = base_url(req);
-    let kept: Vec<(&str, &str)> = q
-        .applied
-        .iter()
-        .filter(|(k, _)| k != "_count")
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let next = page
-        .more
-        .then(|| page.items.last())
-        .flatten()
-        .map(|last| encode_cursor("id", &last.res_id));
-    let links = render::page_links(&format!("{base}/{res_type}"), &kept, q.count, next);
-    let shaped = q.summary.is_some() || q.elements.is_some();
-    let entries = page
-        .items
-        .into_iter()
-        .map(|c| {
-            let body = if shaped {
-                shape_body(&c.body, q.summary, q.elements.as_deref())?
-            } else {
-                c.body
-            };
-            Ok(Entry {
-                full_url: Some(format!("{base}/{}/{}", c.res_type, c.res_id)),
-                resource: bundle::raw(body),
-                search: Some(SearchInfo { mode: "match" }),
-                ..Default::default()
-            })
-        })
-        .collect::<FhirResult<Vec<_>>>()?;
-    Ok(Bundle::new("searchset", page.total, links, entries).to_json())
-}
-
-fn shape_body(
-    body: &str,
-    summary_mode: Option<crate::search::Summary>,
-    elements: Option<&[String]>,
-) -> FhirResult<String> {
-    let mut v: Value =
-        serde_json::from_str(body).map_err(|e| FhirError::Internal(e.to_string()))?;
-    if summary::apply(&mut v, summary_mode, elements) {
-        Ok(v.to_string())
-    } else {
-        Ok(body.to_string())
-    }
 }
 
 /// `_summary` / `_elements` on read and vread.
@@ -404,6 +379,6 @@ impl Shape {
         if self.summary.is_none() && self.elements.is_none() {
             return Ok(body.to_string());
         }
-        shape_body(body, self.summary, self.elements.as_deref())
+        summary::apply_to_text(body, self.summary, self.elements.as_deref())
     }
 }

@@ -4,6 +4,10 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::fhir::outcome::FhirResult;
+use crate::search::{encode_cursor, SearchQuery};
+use crate::store::{Current, Page};
+
 #[derive(Serialize)]
 pub struct Link {
     pub relation: &'static str,
@@ -35,13 +39,17 @@ pub struct Request {
     pub url: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 pub struct Response {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
-    #[serde(rename = "lastModified")]
-    pub last_modified: String,
+    #[serde(rename = "lastModified", skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Box<RawValue>>,
 }
 
 #[derive(Serialize)]
@@ -52,7 +60,10 @@ pub struct Bundle {
     pub meta: Meta,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub total: i64,
+    /// Only searchset and history Bundles carry a total (bdl-1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub link: Vec<Link>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub entry: Vec<Entry>,
@@ -65,7 +76,12 @@ pub struct Meta {
 }
 
 impl Bundle {
-    pub fn new(kind: &'static str, total: i64, link: Vec<Link>, entry: Vec<Entry>) -> Bundle {
+    pub fn new(
+        kind: &'static str,
+        total: Option<i64>,
+        link: Vec<Link>,
+        entry: Vec<Entry>,
+    ) -> Bundle {
         Bundle {
             resource_type: "Bundle",
             id: uuid::Uuid::new_v4().to_string(),
@@ -88,4 +104,71 @@ impl Bundle {
 /// Embeds JSON text known to be valid (it came from our own store).
 pub fn raw(json: String) -> Option<Box<RawValue>> {
     RawValue::from_string(json).ok()
+}
+
+/// `self` and (when another page follows) `next` links for a search or
+/// history page at `url`: `params` are the parameters that were applied.
+pub fn page_links(
+    url: &str,
+    params: &[(&str, &str)],
+    count: i64,
+    next_cursor: Option<String>,
+) -> Vec<Link> {
+    let with = |cursor: Option<&str>| {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params {
+            s.append_pair(k, v);
+        }
+        s.append_pair("_count", &count.to_string());
+        if let Some(c) = cursor {
+            s.append_pair("_cursor", c);
+        }
+        format!("{url}?{}", s.finish())
+    };
+    let mut links = vec![Link {
+        relation: "self",
+        url: with(None),
+    }];
+    if let Some(c) = next_cursor {
+        links.push(Link {
+            relation: "next",
+            url: with(Some(&c)),
+        });
+    }
+    links
+}
+
+/// The searchset Bundle for one page of results.
+pub fn searchset(
+    base: &str,
+    res_type: &str,
+    q: &SearchQuery,
+    page: Page<Current>,
+) -> FhirResult<String> {
+    let kept: Vec<(&str, &str)> = q
+        .applied
+        .iter()
+        .filter(|(k, _)| k != "_count")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let next = page
+        .more
+        .then(|| page.items.last())
+        .flatten()
+        .map(|last| encode_cursor("id", &last.res_id));
+    let links = page_links(&format!("{base}/{res_type}"), &kept, q.count, next);
+    let entries = page
+        .items
+        .into_iter()
+        .map(|c| {
+            let body = super::summary::apply_to_text(&c.body, q.summary, q.elements.as_deref())?;
+            Ok(Entry {
+                full_url: Some(format!("{base}/{}/{}", c.res_type, c.res_id)),
+                resource: raw(body),
+                search: Some(SearchInfo { mode: "match" }),
+                ..Default::default()
+            })
+        })
+        .collect::<FhirResult<Vec<_>>>()?;
+    Ok(Bundle::new("searchset", Some(page.total), links, entries).to_json())
 }

@@ -77,6 +77,9 @@ pub enum FhirError {
         message: String,
         expression: Option<String>,
     },
+    /// An error in one entry of a transaction or batch Bundle.
+    #[error("Bundle.entry[{index}]: {inner}")]
+    AtEntry { index: usize, inner: Box<FhirError> },
     /// 500 or 503: never the client's fault; details go to the log, not the client.
     #[error("{0}")]
     Internal(String),
@@ -106,8 +109,16 @@ impl FhirError {
         }
     }
 
+    pub fn at_entry(self, index: usize) -> FhirError {
+        FhirError::AtEntry {
+            index,
+            inner: Box::new(self),
+        }
+    }
+
     pub fn status(&self) -> u16 {
         match self {
+            FhirError::AtEntry { inner, .. } => inner.status(),
             FhirError::Invalid { .. } | FhirError::Structure { .. } => 400,
             FhirError::NotFound(_) => 404,
             FhirError::MethodNotAllowed(_) => 405,
@@ -126,6 +137,7 @@ impl FhirError {
 
     fn issue_type(&self) -> IssueType {
         match self {
+            FhirError::AtEntry { inner, .. } => inner.issue_type(),
             FhirError::Invalid { .. } => IssueType::Invalid,
             FhirError::Structure { .. } => IssueType::Structure,
             FhirError::NotFound(_) => IssueType::NotFound,
@@ -141,11 +153,24 @@ impl FhirError {
         }
     }
 
-    fn expression(&self) -> Option<&str> {
+    fn expression(&self) -> Option<String> {
         match self {
             FhirError::Invalid { expression, .. }
             | FhirError::Structure { expression, .. }
-            | FhirError::Unprocessable { expression, .. } => expression.as_deref(),
+            | FhirError::Unprocessable { expression, .. } => expression.clone(),
+            // `Patient.name[0]` inside entry 3 is `Bundle.entry[3].resource.name[0]`.
+            FhirError::AtEntry { index, inner } => {
+                let entry = format!("Bundle.entry[{index}]");
+                Some(match inner.expression() {
+                    Some(e) if e.starts_with(|c: char| c.is_ascii_uppercase()) => {
+                        match e.split_once('.') {
+                            Some((_, rest)) => format!("{entry}.resource.{rest}"),
+                            None => format!("{entry}.resource"),
+                        }
+                    }
+                    _ => entry,
+                })
+            }
             _ => None,
         }
     }
@@ -153,10 +178,17 @@ impl FhirError {
     /// The OperationOutcome a client sees. Internal details are not leaked.
     pub fn to_outcome(&self) -> Value {
         let diagnostics = match self {
-            FhirError::Internal(_) => "internal server error; the request was not applied".into(),
+            FhirError::Internal(_) | FhirError::AtEntry { .. } if self.status() >= 500 => {
+                "internal server error; the request was not applied".into()
+            }
             other => other.to_string(),
         };
-        outcome("error", self.issue_type(), &diagnostics, self.expression())
+        outcome(
+            "error",
+            self.issue_type(),
+            &diagnostics,
+            self.expression().as_deref(),
+        )
     }
 }
 

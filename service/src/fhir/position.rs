@@ -49,7 +49,7 @@ pub fn narrow(
         let keys: Vec<Seg> = match node(&doc, &at)? {
             Value::Object(o) => o
                 .keys()
-                .filter(|k| !at.is_empty() || k.as_str() != "resourceType")
+                .filter(|k| k.as_str() != "resourceType")
                 .map(|k| Seg::Key(k.clone()))
                 .collect(),
             Value::Array(a) => (0..a.len()).map(Seg::Index).collect(),

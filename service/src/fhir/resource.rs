@@ -34,6 +34,37 @@ pub fn check_id(id: &str) -> FhirResult<()> {
 /// Parses `body` as one resource of `expected_type`, checked by fhirbolt in
 /// strict mode, and returns its JSON object.
 pub fn parse(body: &[u8], format: Format, expected_type: &str) -> FhirResult<Value> {
+    let value = to_json(body, format)?;
+    check(&value, expected_type)?;
+    Ok(value)
+}
+
+/// Parses a Bundle, checking its envelope here and leaving each entry's
+/// resource to be checked on its own (a batch reports a bad entry in that
+/// entry's response, not by refusing the whole Bundle).
+pub fn parse_bundle(body: &[u8], format: Format) -> FhirResult<Value> {
+    let mut bundle = to_json(body, format)?;
+    // FHIR JSON's own rules hold for the whole document.
+    check_json_rules(&bundle, "Bundle")?;
+    let mut resources = vec![];
+    if let Some(Value::Array(entries)) = bundle.get_mut("entry") {
+        for e in entries.iter_mut() {
+            resources.push(e.as_object_mut().and_then(|e| e.shift_remove("resource")));
+        }
+    }
+    check_model(&bundle, "Bundle")?;
+    if let Some(Value::Array(entries)) = bundle.get_mut("entry") {
+        for (e, r) in entries.iter_mut().zip(resources) {
+            if let (Some(e), Some(r)) = (e.as_object_mut(), r) {
+                e.insert("resource".into(), r);
+            }
+        }
+    }
+    Ok(bundle)
+}
+
+/// The body as JSON: XML goes through fhirbolt (strict) first.
+fn to_json(body: &[u8], format: Format) -> FhirResult<Value> {
     let json_bytes;
     let json: &[u8] = match format {
         Format::Json => body,
@@ -43,9 +74,37 @@ pub fn parse(body: &[u8], format: Format, expected_type: &str) -> FhirResult<Val
             &json_bytes
         }
     };
-    let value: Value = serde_json::from_slice(json)
-        .map_err(|e| FhirError::structure(format!("malformed JSON: {e}"), None))?;
-    let Value::Object(map) = &value else {
+    serde_json::from_slice(json)
+        .map_err(|e| FhirError::structure(format!("malformed JSON: {e}"), None))
+}
+
+/// Checks that `value` is one valid resource of `expected_type`.
+pub fn check(value: &Value, expected_type: &str) -> FhirResult<()> {
+    check_json_rules(value, expected_type)?;
+    check_model(value, expected_type)
+}
+
+/// FHIR JSON rules fhirbolt does not enforce (json.html): no empty values,
+/// no control characters in strings.
+fn check_json_rules(value: &Value, root: &str) -> FhirResult<()> {
+    if let Some(path) = position::control_character_path(value, root) {
+        return Err(FhirError::structure(
+            "a string holds a control character (FHIR strings allow only tab, CR and LF below U+0020)",
+            Some(path),
+        ));
+    }
+    if let Some(path) = position::empty_value_path(value, root) {
+        return Err(FhirError::structure(
+            "empty arrays, objects and strings are not allowed in FHIR JSON; leave the element out",
+            Some(path),
+        ));
+    }
+    Ok(())
+}
+
+/// The resource's type and id, then fhirbolt's strict reading of the R4 model.
+fn check_model(value: &Value, expected_type: &str) -> FhirResult<()> {
+    let Value::Object(map) = value else {
         return Err(FhirError::structure(
             "the body must be a JSON object holding one FHIR resource",
             None,
@@ -69,7 +128,7 @@ pub fn parse(body: &[u8], format: Format, expected_type: &str) -> FhirResult<Val
     if declared != expected_type {
         return Err(FhirError::invalid_at(
             format!(
-                "resourceType '{declared}' does not match the type in the URL ('{expected_type}')"
+                "resourceType '{declared}' does not match the expected type ('{expected_type}')"
             ),
             format!("{expected_type}.resourceType"),
         ));
@@ -84,31 +143,17 @@ pub fn parse(body: &[u8], format: Format, expected_type: &str) -> FhirResult<Val
             ))
         }
     }
-    if let Some(path) = position::control_character_path(&value, expected_type) {
-        return Err(FhirError::structure(
-            "a string holds a control character (FHIR strings allow only tab, CR and LF below U+0020)",
-            Some(path),
-        ));
-    }
-    if let Some(path) = position::empty_value_path(&value, expected_type) {
-        return Err(FhirError::structure(
-            "empty arrays, objects and strings are not allowed in FHIR JSON; leave the element out",
-            Some(path),
-        ));
-    }
-    if format == Format::Json {
-        sp_hub_codec::check_json(json).map_err(|e| {
-            let expression = position::unknown_element_path(&value, &e.message, expected_type)
-                .or_else(|| position::missing_element_path(&value, &e.message, expected_type))
-                .or_else(|| narrow_by_parsing(&value, &e.message, expected_type, json.len()));
-            let message = match &expression {
-                Some(path) => format!("{path}: {}", readable(&e.message)),
-                None => readable(&e.message),
-            };
-            FhirError::structure(message, expression)
-        })?;
-    }
-    Ok(value)
+    let json = serde_json::to_vec(value).map_err(|e| FhirError::Internal(e.to_string()))?;
+    sp_hub_codec::check_json(&json).map_err(|e| {
+        let expression = position::unknown_element_path(value, &e.message, expected_type)
+            .or_else(|| position::missing_element_path(value, &e.message, expected_type))
+            .or_else(|| narrow_by_parsing(value, &e.message, expected_type, json.len()));
+        let message = match &expression {
+            Some(path) => format!("{path}: {}", readable(&e.message)),
+            None => readable(&e.message),
+        };
+        FhirError::structure(message, expression)
+    })
 }
 
 /// Bodies up to this size get their bad element searched for by re-parsing
@@ -164,6 +209,11 @@ pub fn stamp(resource: &mut Value, id: &str, version: i32, last_updated: &str) {
     out.insert("meta".into(), Value::Object(meta));
     out.extend(old);
     *resource = Value::Object(out);
+}
+
+/// The weak ETag FHIR uses for a version: `W/"3"`.
+pub fn etag(version: i32) -> String {
+    format!("W/\"{version}\"")
 }
 
 pub fn now_instant() -> String {

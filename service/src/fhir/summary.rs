@@ -119,6 +119,21 @@ pub fn apply(resource: &mut Value, summary: Option<Summary>, wanted: Option<&[St
     true
 }
 
+/// `apply` on stored JSON text; the text itself when nothing is cut.
+pub fn apply_to_text(
+    body: &str,
+    summary: Option<Summary>,
+    wanted: Option<&[String]>,
+) -> crate::fhir::outcome::FhirResult<String> {
+    let mut v: Value = serde_json::from_str(body)
+        .map_err(|e| crate::fhir::outcome::FhirError::Internal(e.to_string()))?;
+    Ok(if apply(&mut v, summary, wanted) {
+        v.to_string()
+    } else {
+        body.to_string()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,30 +58,7 @@ impl Store {
     /// Current, non-deleted resources of one type matching `q`, ordered by id.
     pub fn search(&self, res_type: &str, q: &SearchQuery) -> FhirResult<Page<Current>> {
         let mut c = self.reader()?;
-        let total = filtered(res_type, q)
-            .count()
-            .get_result::<i64>(&mut c)
-            .map_err(db_error)?;
-        if q.count == 0 {
-            return Ok(Page {
-                items: vec![],
-                total,
-                more: false,
-            });
-        }
-        let mut page = filtered(res_type, q);
-        if let Some(after) = &q.after_id {
-            page = page.filter(resources::res_id.gt(after.clone()));
-        }
-        let mut items = page
-            .order(resources::res_id.asc())
-            .limit(q.count + 1)
-            .select(Current::as_select())
-            .load(&mut c)
-            .map_err(db_error)?;
-        let more = items.len() as i64 > q.count;
-        items.truncate(q.count as usize);
-        Ok(Page { items, total, more })
+        search_in(&mut c, res_type, q)
     }
 
     pub fn history(&self, q: &HistoryQuery) -> FhirResult<Page<Version>> {
@@ -104,6 +81,37 @@ impl Store {
         items.truncate(q.count as usize);
         Ok(Page { items, total, more })
     }
+}
+
+pub(super) fn search_in(
+    c: &mut AnyConnection,
+    res_type: &str,
+    q: &SearchQuery,
+) -> FhirResult<Page<Current>> {
+    let total = filtered(res_type, q)
+        .count()
+        .get_result::<i64>(c)
+        .map_err(db_error)?;
+    if q.count == 0 {
+        return Ok(Page {
+            items: vec![],
+            total,
+            more: false,
+        });
+    }
+    let mut page = filtered(res_type, q);
+    if let Some(after) = &q.after_id {
+        page = page.filter(resources::res_id.gt(after.clone()));
+    }
+    let mut items = page
+        .order(resources::res_id.asc())
+        .limit(q.count + 1)
+        .select(Current::as_select())
+        .load(c)
+        .map_err(db_error)?;
+    let more = items.len() as i64 > q.count;
+    items.truncate(q.count as usize);
+    Ok(Page { items, total, more })
 }
 
 pub(super) fn read_in(

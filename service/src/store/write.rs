@@ -65,6 +65,24 @@ pub struct Tx<'c> {
 }
 
 impl Tx<'_> {
+    /// Holds `key` until the transaction ends, so two transactions with the
+    /// same key (e.g. conditional creates with the same criteria) cannot
+    /// interleave. PostgreSQL takes an advisory lock; on SQLite every write
+    /// transaction already runs alone on the single writer connection.
+    pub fn lock(&mut self, key: &str) -> FhirResult<()> {
+        if let AnyConnection::Postgresql(pg) = self.c {
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind::<diesel::sql_types::Text, _>(key)
+                .execute(pg)
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    pub fn search(&mut self, res_type: &str, q: &SearchQuery) -> FhirResult<super::Page<Current>> {
+        super::query::search_in(self.c, res_type, q)
+    }
+
     pub fn read(&mut self, res_type: &str, res_id: &str) -> FhirResult<Option<Current>> {
         super::query::read_in(self.c, res_type, res_id)
     }
@@ -93,32 +111,15 @@ impl Tx<'_> {
 }
 
 impl Store {
-    /// Reads the current row, asks `decide` what to do, and applies it in the
-    /// same transaction. If a concurrent writer commits first, the whole
-    /// attempt is rolled back and `decide` runs again on the new current row,
-    /// so an `If-Match` check in `decide` always sees the truth.
-    pub fn write<F>(&self, res_type: &str, res_id: &str, decide: F) -> FhirResult<WriteOutcome>
-    where
-        F: Fn(Option<&Current>) -> FhirResult<Decision>,
-    {
-        self.retrying(|c| write_in(c, res_type, res_id, &decide))
-            .map_err(|e| e.unwrap_or_else(|| busy(&format!("{res_type}/{res_id}"))))
-    }
-
-    /// Runs `f` in one transaction that holds `lock_key` exclusively, so two
-    /// conditional requests with the same criteria cannot both see "no
-    /// match" and both create. PostgreSQL takes a transaction-scoped
-    /// advisory lock; SQLite's single writer connection already serialises.
-    pub fn serialized<T, F>(&self, lock_key: &str, f: F) -> FhirResult<T>
+    /// Runs `f` as one database transaction. If a write in it loses a race
+    /// to a concurrent writer (same resource, same next version), the whole
+    /// attempt is rolled back and `f` runs again on what is now current, so
+    /// an `If-Match` check always sees the truth.
+    pub fn transaction<T, F>(&self, f: F) -> FhirResult<T>
     where
         F: Fn(&mut Tx) -> FhirResult<T>,
     {
         self.retrying(|c| {
-            if let AnyConnection::Postgresql(pg) = c {
-                diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                    .bind::<diesel::sql_types::Text, _>(lock_key)
-                    .execute(pg)?;
-            }
             let mut tx = Tx { c, lost: false };
             f(&mut tx).map_err(|e| {
                 if tx.lost {
@@ -128,7 +129,13 @@ impl Store {
                 }
             })
         })
-        .map_err(|e| e.unwrap_or_else(|| busy(lock_key)))
+        .map_err(|e| {
+            e.unwrap_or_else(|| {
+                FhirError::Conflict(
+                    "the resources are being changed by other requests; try again".into(),
+                )
+            })
+        })
     }
 
     /// One transaction per attempt; an attempt that lost a race to another
@@ -147,12 +154,6 @@ impl Store {
         }
         Err(None)
     }
-}
-
-fn busy(what: &str) -> FhirError {
-    FhirError::Conflict(format!(
-        "{what} is being changed by other requests; try again"
-    ))
 }
 
 fn write_in<F>(

@@ -1,0 +1,224 @@
+//! The write interactions as steps inside a store transaction, shared by
+//! single requests and transaction/batch bundles.
+
+use serde_json::Value;
+
+use super::{live, not_found, Created, Criteria};
+use crate::fhir::outcome::{FhirError, FhirResult};
+use crate::fhir::resource::{self, Format};
+use crate::store::{Current, Decision, Tx, WriteOutcome};
+
+/// Version precondition from `If-Match`.
+fn check_version(current: Option<&Current>, if_match: Option<i32>) -> FhirResult<()> {
+    match (if_match, current) {
+        (None, _) => Ok(()),
+        (Some(v), Some(cur)) if !cur.deleted && cur.version == v => Ok(()),
+        (Some(v), Some(cur)) if !cur.deleted => Err(FhirError::PreconditionFailed(format!(
+            "If-Match W/\"{v}\" does not match the current version W/\"{}\"",
+            cur.version
+        ))),
+        (Some(v), _) => Err(FhirError::PreconditionFailed(format!(
+            "If-Match W/\"{v}\" given, but the resource has no current version"
+        ))),
+    }
+}
+
+/// An update must carry the URL's id in its body (http.html#update).
+pub fn check_body_id(resource: &Value, res_type: &str, id: &str) -> FhirResult<()> {
+    match resource.get("id").and_then(Value::as_str) {
+        Some(body_id) if body_id == id => Ok(()),
+        Some(body_id) => Err(FhirError::invalid_at(
+            format!("the id in the body ('{body_id}') does not match the id in the URL ('{id}')"),
+            format!("{res_type}.id"),
+        )),
+        None => Err(FhirError::invalid_at(
+            format!("an update must carry the id from the URL ('{id}') in the body"),
+            format!("{res_type}.id"),
+        )),
+    }
+}
+
+/// Ids of the resources matching a conditional interaction's criteria,
+/// holding the criteria's lock for the rest of the transaction.
+pub(super) fn matches(tx: &mut Tx, res_type: &str, c: &Criteria) -> FhirResult<Vec<String>> {
+    tx.lock(&c.lock_key)?;
+    tx.matching_ids(res_type, &c.query, 2)
+}
+
+/// create; `id` is the id to use (a transaction assigns ids up front so
+/// references can point at them), else a new UUID. The server assigns the
+/// id on create: any id in the body is ignored (http.html#create).
+pub fn create(
+    tx: &mut Tx,
+    res_type: &str,
+    resource: &Value,
+    criteria: Option<&Criteria>,
+    id: Option<&str>,
+) -> FhirResult<Created> {
+    if let Some(c) = criteria {
+        match matches(tx, res_type, c)?.as_slice() {
+            [] => {}
+            [one] => {
+                return tx
+                    .read(res_type, one)?
+                    .map(Created::Existing)
+                    .ok_or_else(|| FhirError::Internal("a matched resource vanished".into()))
+            }
+            _ => {
+                return Err(FhirError::PreconditionFailed(format!(
+                    "If-None-Exist matched more than one {res_type}; the criteria must select at most one"
+                )))
+            }
+        }
+    }
+    let id = id.map_or_else(|| uuid::Uuid::new_v4().to_string(), String::from);
+    tx.write(res_type, &id, |_| {
+        Ok(Decision::Put {
+            method: "POST",
+            resource: resource.clone(),
+        })
+    })
+    .map(Created::New)
+}
+
+pub fn update(
+    tx: &mut Tx,
+    res_type: &str,
+    id: &str,
+    resource: &Value,
+    if_match: Option<i32>,
+) -> FhirResult<WriteOutcome> {
+    tx.write(res_type, id, |current| {
+        check_version(current, if_match)?;
+        Ok(Decision::Put {
+            method: "PUT",
+            resource: resource.clone(),
+        })
+    })
+}
+
+/// The id a conditional update writes to: the one match, else the body's
+/// id, else a new one.
+pub fn conditional_update_target(
+    tx: &mut Tx,
+    res_type: &str,
+    c: &Criteria,
+    resource: &Value,
+) -> FhirResult<String> {
+    let body_id = resource.get("id").and_then(Value::as_str);
+    Ok(match (matches(tx, res_type, c)?.as_slice(), body_id) {
+        ([], Some(body_id)) => body_id.to_string(),
+        ([], None) => uuid::Uuid::new_v4().to_string(),
+        ([one], Some(body_id)) if one != body_id => {
+            return Err(FhirError::invalid_at(
+                format!("the criteria match {res_type}/{one}, but the body has id '{body_id}'"),
+                format!("{res_type}.id"),
+            ))
+        }
+        ([one], _) => one.clone(),
+        _ => {
+            return Err(FhirError::PreconditionFailed(format!(
+                "the criteria match more than one {res_type}; conditional update needs at most one"
+            )))
+        }
+    })
+}
+
+pub fn conditional_update(
+    tx: &mut Tx,
+    res_type: &str,
+    c: &Criteria,
+    resource: &Value,
+    if_match: Option<i32>,
+) -> FhirResult<WriteOutcome> {
+    let id = conditional_update_target(tx, res_type, c, resource)?;
+    update(tx, res_type, &id, resource, if_match)
+}
+
+pub fn parse_patch(doc: &[u8]) -> FhirResult<json_patch::Patch> {
+    serde_json::from_slice(doc).map_err(|e| {
+        FhirError::invalid(format!(
+            "the body is not a JSON Patch document (RFC 6902): {e}"
+        ))
+    })
+}
+
+pub fn patch(
+    tx: &mut Tx,
+    res_type: &str,
+    id: &str,
+    patch: &json_patch::Patch,
+    if_match: Option<i32>,
+) -> FhirResult<WriteOutcome> {
+    tx.write(res_type, id, |current| {
+        let current = live(current, res_type, id)?;
+        check_version(Some(current), if_match)?;
+        let mut doc: Value = serde_json::from_str(&current.body)
+            .map_err(|e| FhirError::Internal(format!("stored JSON unreadable: {e}")))?;
+        json_patch::patch(&mut doc, patch).map_err(|e| FhirError::Unprocessable {
+            message: format!("the patch cannot be applied: {e}"),
+            expression: None,
+        })?;
+        // The patched document must still be a valid resource, of the same
+        // type and id, as if it had been PUT.
+        let bytes = serde_json::to_vec(&doc).map_err(|e| FhirError::Internal(e.to_string()))?;
+        let patched = resource::parse(&bytes, Format::Json, res_type).map_err(unprocessable)?;
+        if patched.get("id").and_then(Value::as_str) != Some(id) {
+            return Err(FhirError::Unprocessable {
+                message: "a patch may not change or remove the resource id".into(),
+                expression: Some(format!("{res_type}.id")),
+            });
+        }
+        Ok(Decision::Put {
+            method: "PATCH",
+            resource: patched,
+        })
+    })
+}
+
+fn unprocessable(e: FhirError) -> FhirError {
+    match e {
+        FhirError::Invalid {
+            message,
+            expression,
+        }
+        | FhirError::Structure {
+            message,
+            expression,
+        } => FhirError::Unprocessable {
+            message: format!("the patched resource is not valid: {message}"),
+            expression,
+        },
+        other => other,
+    }
+}
+
+pub fn delete(
+    tx: &mut Tx,
+    res_type: &str,
+    id: &str,
+    if_match: Option<i32>,
+) -> FhirResult<WriteOutcome> {
+    tx.write(res_type, id, |current| match current {
+        None => Err(not_found(res_type, id)),
+        Some(cur) if cur.deleted && if_match.is_none() => Ok(Decision::Unchanged),
+        Some(cur) => {
+            check_version(Some(cur), if_match)?;
+            Ok(Decision::Delete)
+        }
+    })
+}
+
+pub fn conditional_delete(
+    tx: &mut Tx,
+    res_type: &str,
+    c: &Criteria,
+) -> FhirResult<Option<WriteOutcome>> {
+    match matches(tx, res_type, c)?.as_slice() {
+        [] => Ok(None),
+        [one] => delete(tx, res_type, one, None).map(Some),
+        _ => Err(FhirError::PreconditionFailed(format!(
+            "the criteria match more than one {res_type}; conditional delete removes at most one"
+        ))),
+    }
+}
