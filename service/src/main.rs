@@ -16,6 +16,9 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DbArgs),
+    /// Rebuild the search index of every resource (after adding or
+    /// changing a SearchParameter in fhir-profiles/search-parameters/).
+    Reindex(DbArgs),
 }
 
 #[derive(Args)]
@@ -59,6 +62,11 @@ fn main() -> std::process::ExitCode {
         Command::Migrate(args) => sp_hub::store::Store::open(&args.database_url).map(|_| {
             println!("migrations applied");
         }),
+        Command::Reindex(args) => sp_hub::search::registry::load()
+            .map(drop)
+            .and_then(|()| sp_hub::store::Store::open(&args.database_url))
+            .and_then(|store| store.reindex().map_err(|e| e.to_string()))
+            .map(|n| println!("reindexed {n} resources")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ pub struct ServeConfig {
 /// stdout (tests and scripts read that line), and serves until stopped.
 pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     crate::fhir::summary::load()?;
+    let registry = crate::search::registry::load()?;
     let url = cfg.database_url.clone();
     let store = web::block(move || Store::open(&url))
         .await
@@ -27,7 +28,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         store,
         max_body_bytes: cfg.max_body_bytes,
         max_bundle_entries: cfg.max_bundle_entries,
-        capability_statement: api::capability_statement(&started),
+        capability_statement: api::capability_statement(&started, registry),
     });
     let server =
         HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))

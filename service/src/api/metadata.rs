@@ -3,14 +3,13 @@
 
 use serde_json::{json, Value};
 
-use crate::fhir::summary::has_identifier;
-use crate::search::{COMMON_PARAMS, IDENTIFIER_PARAM};
+use crate::search::registry::{Param, Registry};
 
-fn search_param((name, kind, doc): (&str, &str, &str)) -> Value {
-    json!({"name": name, "type": kind, "documentation": doc})
+fn search_param(p: &Param) -> Value {
+    json!({"name": p.code, "definition": p.url, "type": p.kind.name(), "documentation": p.description})
 }
 
-pub fn capability_statement(started: &str) -> Value {
+pub fn capability_statement(started: &str, registry: &Registry) -> Value {
     let interactions: Vec<Value> = [
         "read",
         "vread",
@@ -28,10 +27,7 @@ pub fn capability_statement(started: &str) -> Value {
     let resources: Vec<Value> = sp_hub_codec::RESOURCE_TYPES
         .iter()
         .map(|t| {
-            let mut params: Vec<Value> = COMMON_PARAMS.iter().copied().map(search_param).collect();
-            if has_identifier(t) {
-                params.push(search_param(IDENTIFIER_PARAM));
-            }
+            let params: Vec<Value> = registry.for_type(t).map(search_param).collect();
             json!({
                 "type": t,
                 "interaction": interactions,
@@ -61,7 +57,7 @@ pub fn capability_statement(started: &str) -> Value {
             "mode": "server",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
-            "searchParam": COMMON_PARAMS.iter().copied().map(search_param).collect::<Vec<_>>(),
+            "searchParam": registry.for_type("Resource").map(search_param).collect::<Vec<_>>(),
         }]
     })
 }

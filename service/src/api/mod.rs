@@ -165,8 +165,8 @@ async fn read_body_within(
     Ok(body.freeze())
 }
 
-pub fn capability_statement(started: &str) -> String {
-    metadata::capability_statement(started).to_string()
+pub fn capability_statement(started: &str, registry: &crate::search::registry::Registry) -> String {
+    metadata::capability_statement(started, registry).to_string()
 }
 
 #[cfg(test)]

@@ -155,6 +155,16 @@ pub fn prefer_return(req: &HttpRequest) -> Return {
     }
 }
 
+/// `Prefer: handling=strict` (search.html#errors): unknown search
+/// parameters are an error instead of being ignored.
+pub fn handling_strict(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|p| p.trim() == "handling=strict")
+}
+
 /// `If-Match: W/"3"` (the weak form FHIR uses; a strong "3" is accepted).
 pub fn if_match(req: &HttpRequest) -> FhirResult<Option<i32>> {
     let Some(raw) = header_str(req.headers(), header::IF_MATCH) else {

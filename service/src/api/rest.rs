@@ -350,9 +350,10 @@ async fn search(
     handle(&req.clone(), |out| async move {
         fhir::check_type(&res_type)?;
         let t = res_type.clone();
+        let strict = negotiate::handling_strict(&req);
         let (q, page) = state
             .store
-            .run(move |s| fhir::search(s, &t, &params))
+            .run(move |s| fhir::search(s, &t, &params, strict))
             .await?;
         let body = bundle::searchset(&base_url(&req), &res_type, &q, page)?;
         render::body_response(StatusCode::OK, &out, &body)

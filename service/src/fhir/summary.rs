@@ -13,7 +13,6 @@ use crate::search::Summary;
 
 #[derive(Deserialize)]
 struct TypeElements {
-    elements: Vec<String>,
     summary: Vec<String>,
     mandatory: Vec<String>,
 }
@@ -38,11 +37,6 @@ pub fn load() -> Result<(), String> {
 
 fn elements(res_type: &str) -> Option<&'static TypeElements> {
     TABLE.as_ref().ok()?.types.get(res_type)
-}
-
-/// Whether the type has a top-level `identifier` element.
-pub fn has_identifier(res_type: &str) -> bool {
-    elements(res_type).is_some_and(|e| e.elements.iter().any(|s| s == "identifier"))
 }
 
 /// Whether `element` is a mandatory (min 1) top-level element of the type.
@@ -141,12 +135,7 @@ mod tests {
     #[test]
     fn the_table_loads_and_knows_patient() {
         load().unwrap();
-        assert!(has_identifier("Patient"));
-        assert!(
-            has_identifier("Task"),
-            "Task.identifier is not a summary element"
-        );
-        assert!(!has_identifier("Parameters"));
+        assert!(is_mandatory("Task", "status"));
     }
 
     #[test]

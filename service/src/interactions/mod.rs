@@ -62,11 +62,11 @@ impl Criteria {
         criteria: &[(String, String)],
         what: &str,
     ) -> FhirResult<Criteria> {
-        let query = SearchQuery::parse(criteria, crate::fhir::summary::has_identifier(res_type))?;
+        // Criteria the server does not understand must not be ignored here: a
+        // conditional write would then act on the wrong resources.
+        let query = SearchQuery::parse(res_type, criteria, true)?;
         if !query.has_criteria() {
-            return Err(FhirError::invalid(format!(
-                "{what} needs search criteria this server supports (_id, _lastUpdated, identifier)"
-            )));
+            return Err(FhirError::invalid(format!("{what} needs search criteria")));
         }
         let mut applied = query.applied.clone();
         applied.sort();
@@ -195,12 +195,15 @@ pub fn vread(store: &Store, res_type: &str, id: &str, vid: &str) -> FhirResult<V
     }
 }
 
+/// search; `strict` is `Prefer: handling=strict` (unknown parameters are
+/// then an error rather than ignored).
 pub fn search(
     store: &Store,
     res_type: &str,
     params: &[(String, String)],
+    strict: bool,
 ) -> FhirResult<(SearchQuery, Page<Current>)> {
-    let q = SearchQuery::parse(params, crate::fhir::summary::has_identifier(res_type))?;
+    let q = SearchQuery::parse(res_type, params, strict)?;
     let page = store.search(res_type, &q)?;
     Ok((q, page))
 }

@@ -39,7 +39,7 @@ impl DateBound {
     }
 }
 
-fn split_prefix(value: &str) -> (Prefix, &str) {
+pub(crate) fn split_prefix(value: &str) -> (Prefix, &str) {
     let prefixes = [
         ("eq", Prefix::Eq),
         ("ne", Prefix::Ne),

@@ -1,33 +1,25 @@
 //! Search parameters: parsing a query string into a `SearchQuery`, and the
 //! index rows written with each resource (`index`).
 //!
-//! This is the foundation set (`_id`, `_lastUpdated`, `identifier`, and the
-//! result parameters); the search-engine issue replaces the fixed set with
-//! SearchParameter resources loaded as data.
+//! Which parameters exist is data: SearchParameter resources in
+//! `fhir-profiles/search-parameters/` (see `registry`).
 
 pub mod date;
+pub mod fhirpath;
 pub mod index;
+pub mod registry;
 
 use base64::Engine as _;
 
 use crate::fhir::outcome::{FhirError, FhirResult};
 pub use date::{DateBound, Prefix};
+use registry::{Kind, Param};
 
 pub const DEFAULT_COUNT: i64 = 50;
 pub const MAX_COUNT: i64 = 1000;
-
-/// The search parameters the server understands for every type (the
-/// CapabilityStatement lists exactly these).
-pub const COMMON_PARAMS: &[(&str, &str, &str)] = &[
-    ("_id", "token", "Logical id of this artifact"),
-    (
-        "_lastUpdated",
-        "date",
-        "When the resource version last changed",
-    ),
-];
-pub const IDENTIFIER_PARAM: (&str, &str, &str) =
-    ("identifier", "token", "Business identifier (system|value)");
+/// Comma-separated values one parameter may carry: each is a condition in
+/// the SQL, and databases bound how deep an expression may nest.
+pub const MAX_OR_VALUES: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenFilter {
@@ -46,12 +38,66 @@ pub enum Summary {
     Count,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringMatch {
+    StartsWith,
+    Exact,
+    Contains,
+}
+
+/// One value a parameter is compared with; a clause holds several (OR).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Match {
+    Id(String),
+    Date(DateBound),
+    Token(TokenFilter),
+    String(String, StringMatch),
+    /// `Type/id`, or a bare id (any type, or the `:Type` modifier's).
+    Reference {
+        target_type: Option<String>,
+        id: String,
+    },
+    /// An absolute URL or canonical that is not one of ours.
+    Url(String),
+    Uri(String),
+    Number(NumberBound),
+    Quantity(NumberBound, Option<String>, Option<String>),
+}
+
+/// A number search value: a prefix and the range its precision implies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NumberBound {
+    pub prefix: Prefix,
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// Where a clause looks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// The resource row's own id.
+    Id,
+    /// The resource row's own lastUpdated.
+    LastUpdated,
+    /// An index table, by the parameter's type, for parameter `code`.
+    Index(Kind, String),
+}
+
+/// One search parameter as given: all its values must not match (`negate`,
+/// `:not`), or one of them must (OR). Clauses are ANDed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clause {
+    pub target: Target,
+    pub negate: bool,
+    /// `:missing=true|false`: only whether the parameter has any value.
+    pub missing: Option<bool>,
+    pub any_of: Vec<Match>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
-    /// Each inner list is OR (comma), the outer list AND (repeated parameter).
-    pub ids: Vec<Vec<String>>,
-    pub last_updated: Vec<DateBound>,
-    pub tokens: Vec<(String, Vec<TokenFilter>)>,
+    pub clauses: Vec<Clause>,
     pub count: i64,
     pub after_id: Option<String>,
     pub summary: Option<Summary>,
@@ -86,15 +132,26 @@ pub fn parse_elements(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// Parameters that shape the response rather than select resources.
-fn is_format_param(name: &str) -> bool {
-    matches!(name, "_format" | "_pretty")
+/// Parameters that shape the response, or that this server ignores by
+/// design, rather than select resources.
+fn is_result_param(name: &str) -> bool {
+    matches!(
+        name,
+        "_format" | "_pretty" | "_total" | "_sort" | "_include" | "_revinclude"
+    )
 }
 
 impl SearchQuery {
-    /// Parses search parameters. Unknown parameters are ignored (lenient
-    /// handling, FHIR's default); malformed values of known ones are 400s.
-    pub fn parse(params: &[(String, String)], has_identifier: bool) -> FhirResult<SearchQuery> {
+    /// Parses search parameters against the registry. Unknown parameters
+    /// are ignored (lenient, FHIR's default) unless `strict`
+    /// (`Prefer: handling=strict`); unknown modifiers and malformed values
+    /// are always 400s.
+    pub fn parse(
+        res_type: &str,
+        params: &[(String, String)],
+        strict: bool,
+    ) -> FhirResult<SearchQuery> {
+        let registry = registry::load().map_err(FhirError::Internal)?;
         let mut q = SearchQuery {
             count: DEFAULT_COUNT,
             ..Default::default()
@@ -102,21 +159,6 @@ impl SearchQuery {
         for (name, value) in params {
             check_text(name, value)?;
             let applied = match name.as_str() {
-                "_id" => {
-                    q.ids.push(split_or(value));
-                    true
-                }
-                "_lastUpdated" => {
-                    q.last_updated.push(DateBound::parse(value).map_err(|e| {
-                        FhirError::invalid_at(format!("_lastUpdated: {e}"), "_lastUpdated")
-                    })?);
-                    true
-                }
-                "identifier" if has_identifier => {
-                    let filters = split_or(value).iter().map(|v| token(v)).collect();
-                    q.tokens.push(("identifier".into(), filters));
-                    true
-                }
                 "_count" => {
                     q.count = parse_count(value)?;
                     true
@@ -133,8 +175,26 @@ impl SearchQuery {
                     q.after_id = Some(decode_cursor(value, "id")?);
                     false
                 }
-                n if is_format_param(n) => false,
-                _ => false,
+                n if is_result_param(n) => false,
+                _ => {
+                    let (code, modifier) = match name.split_once(':') {
+                        Some((c, m)) => (c, Some(m)),
+                        None => (name.as_str(), None),
+                    };
+                    match registry.get(res_type, code) {
+                        Some(param) => {
+                            q.clauses.push(clause(param, code, modifier, value)?);
+                            true
+                        }
+                        None if strict => {
+                            return Err(FhirError::invalid_at(
+                                format!("{res_type} has no search parameter '{code}'"),
+                                code.to_string(),
+                            ))
+                        }
+                        None => false,
+                    }
+                }
             };
             if applied {
                 q.applied.push((name.clone(), value.clone()));
@@ -146,9 +206,133 @@ impl SearchQuery {
         Ok(q)
     }
 
-    /// True when nothing narrows the match: conditional interactions refuse it.
+    /// True when something narrows the match: conditional interactions
+    /// refuse criteria that select everything.
     pub fn has_criteria(&self) -> bool {
-        !(self.ids.is_empty() && self.last_updated.is_empty() && self.tokens.is_empty())
+        !self.clauses.is_empty()
+    }
+}
+
+fn clause(param: &Param, code: &str, modifier: Option<&str>, value: &str) -> FhirResult<Clause> {
+    let bad = |what: String| FhirError::invalid_at(format!("{code}: {what}"), code.to_string());
+    let target = match code {
+        "_id" => Target::Id,
+        "_lastUpdated" => Target::LastUpdated,
+        _ => Target::Index(param.kind, code.to_string()),
+    };
+    if modifier == Some("missing") {
+        let missing = match value {
+            "true" => true,
+            "false" => false,
+            _ => return Err(bad(format!(":missing takes true or false, not '{value}'"))),
+        };
+        if !matches!(target, Target::Index(..)) {
+            return Err(bad(
+                "every resource has this; :missing does not apply".into()
+            ));
+        }
+        return Ok(Clause {
+            target,
+            negate: false,
+            missing: Some(missing),
+            any_of: vec![],
+        });
+    }
+    let mut negate = false;
+    let mut string_match = StringMatch::StartsWith;
+    let mut reference_type = None;
+    match (param.kind, modifier) {
+        (_, None) => {}
+        (Kind::Token, Some("not")) => negate = true,
+        (Kind::String, Some("exact")) => string_match = StringMatch::Exact,
+        (Kind::String, Some("contains")) => string_match = StringMatch::Contains,
+        (Kind::Reference, Some(t)) if sp_hub_codec::RESOURCE_TYPES.contains(&t) => {
+            reference_type = Some(t.to_string())
+        }
+        (kind, Some(m)) => {
+            return Err(bad(format!(
+                "the modifier ':{m}' is not supported on this {} parameter",
+                kind.name()
+            )))
+        }
+    }
+    let values = split_or(value);
+    if values.len() > MAX_OR_VALUES {
+        return Err(bad(format!(
+            "{} values given; at most {MAX_OR_VALUES} may be ORed in one parameter",
+            values.len()
+        )));
+    }
+    let any_of = values
+        .into_iter()
+        .map(|v| -> FhirResult<Match> {
+            Ok(match (&target, param.kind) {
+                (Target::Id, _) => Match::Id(v),
+                (Target::LastUpdated, _) | (_, Kind::Date) => {
+                    Match::Date(DateBound::parse(&v).map_err(bad)?)
+                }
+                (_, Kind::Token) => Match::Token(token(&v)),
+                (_, Kind::String) => Match::String(v, string_match),
+                (_, Kind::Uri) => Match::Uri(v),
+                (_, Kind::Reference) => reference(&v, reference_type.clone()),
+                (_, Kind::Number) => Match::Number(NumberBound::parse(&v).map_err(bad)?),
+                (_, Kind::Quantity) => {
+                    let mut parts = v.splitn(3, '|');
+                    let number =
+                        NumberBound::parse(parts.next().unwrap_or_default()).map_err(bad)?;
+                    let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(String::from);
+                    let system = non_empty(parts.next());
+                    let unit = non_empty(parts.next());
+                    Match::Quantity(number, system, unit)
+                }
+            })
+        })
+        .collect::<FhirResult<Vec<_>>>()?;
+    Ok(Clause {
+        target,
+        negate,
+        missing: None,
+        any_of,
+    })
+}
+
+fn reference(value: &str, of_type: Option<String>) -> Match {
+    if let Some((t, id)) = index::split_reference(value) {
+        if !value.contains("://") {
+            return Match::Reference {
+                target_type: Some(t),
+                id,
+            };
+        }
+    }
+    if value.contains(':') {
+        return Match::Url(value.to_string());
+    }
+    Match::Reference {
+        target_type: of_type,
+        id: value.to_string(),
+    }
+}
+
+impl NumberBound {
+    /// `[prefix]number`; the range is the precision the number was given
+    /// with (search.html#number: 100 means [99.5, 100.5)).
+    pub fn parse(value: &str) -> Result<NumberBound, String> {
+        let (prefix, rest) = date::split_prefix(value);
+        let n: f64 = rest
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite())
+            .ok_or_else(|| format!("'{value}' is not a number"))?;
+        let mantissa = rest.split(['e', 'E']).next().unwrap_or(rest);
+        let decimals = mantissa.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
+        let half = 0.5 * 10f64.powi(-decimals);
+        Ok(NumberBound {
+            prefix,
+            value: n,
+            low: n - half,
+            high: n + half,
+        })
     }
 }
 
@@ -236,16 +420,52 @@ mod tests {
 
     #[test]
     fn identifier_forms_become_token_filters() {
-        let q = SearchQuery::parse(&p(&[("identifier", "s|v,|w,x,s|")]), true).unwrap();
+        let q = SearchQuery::parse("Task", &p(&[("identifier", "s|v,|w,x,s|")]), true).unwrap();
         assert_eq!(
-            q.tokens[0].1,
+            q.clauses[0].any_of,
             vec![
-                TokenFilter::SystemAndCode("s".into(), "v".into()),
-                TokenFilter::NoSystemCode("w".into()),
-                TokenFilter::Code("x".into()),
-                TokenFilter::System("s".into()),
+                Match::Token(TokenFilter::SystemAndCode("s".into(), "v".into())),
+                Match::Token(TokenFilter::NoSystemCode("w".into())),
+                Match::Token(TokenFilter::Code("x".into())),
+                Match::Token(TokenFilter::System("s".into())),
             ]
         );
+    }
+
+    #[test]
+    fn modifiers_are_checked_against_the_parameter_type() {
+        let q = SearchQuery::parse(
+            "Task",
+            &p(&[("status:not", "completed"), ("owner:Organization", "o1")]),
+            true,
+        )
+        .unwrap();
+        assert!(q.clauses[0].negate);
+        assert_eq!(
+            q.clauses[1].any_of,
+            vec![Match::Reference {
+                target_type: Some("Organization".into()),
+                id: "o1".into()
+            }]
+        );
+        assert!(SearchQuery::parse("Task", &p(&[("status:exact", "x")]), false).is_err());
+        assert!(SearchQuery::parse("Patient", &p(&[("family:missing", "maybe")]), false).is_err());
+    }
+
+    #[test]
+    fn unknown_parameters_are_ignored_unless_strict() {
+        let q = SearchQuery::parse("Task", &p(&[("colour", "red")]), false).unwrap();
+        assert!(q.clauses.is_empty() && q.applied.is_empty());
+        assert!(SearchQuery::parse("Task", &p(&[("colour", "red")]), true).is_err());
+    }
+
+    #[test]
+    fn numbers_carry_their_precision() {
+        let n = NumberBound::parse("gt100").unwrap();
+        assert_eq!((n.prefix, n.low, n.high), (Prefix::Gt, 99.5, 100.5));
+        let n = NumberBound::parse("5.40").unwrap();
+        assert!((n.high - 5.405).abs() < 1e-9);
+        assert!(NumberBound::parse("abc").is_err());
     }
 
     #[test]
@@ -263,8 +483,8 @@ mod tests {
 
     #[test]
     fn control_characters_in_parameters_are_refused() {
-        assert!(SearchQuery::parse(&p(&[("identifier", "a\u{0}b")]), true).is_err());
-        assert!(SearchQuery::parse(&p(&[("_id\u{0}", "a")]), true).is_err());
+        assert!(SearchQuery::parse("Task", &p(&[("identifier", "a\u{0}b")]), true).is_err());
+        assert!(SearchQuery::parse("Task", &p(&[("_id\u{0}", "a")]), false).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod pool;
 mod query;
 pub mod schema;
+mod search_sql;
 mod write;
 
 pub use pool::{Backend, Store};
@@ -17,7 +18,7 @@ use diesel::prelude::*;
 
 /// The current version of a resource as stored. `body` is the canonical
 /// JSON text returned on read (empty when deleted).
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = schema::resources)]
 pub struct Current {
     pub res_type: String,
@@ -41,10 +42,64 @@ pub struct Version {
     pub body: Option<String>,
 }
 
-/// One token-index row for a resource, produced by `search::index`.
+/// The index rows of one resource, produced by `search::index` and
+/// written with it. One field per index table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IndexRows {
+    pub tokens: Vec<TokenRow>,
+    pub strings: Vec<StringRow>,
+    pub dates: Vec<DateRow>,
+    pub references: Vec<ReferenceRow>,
+    pub uris: Vec<UriRow>,
+    pub numbers: Vec<NumberRow>,
+    pub quantities: Vec<QuantityRow>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TokenRow {
     pub param: String,
+    pub system: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StringRow {
+    pub param: String,
+    pub norm: String,
+    pub exact: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DateRow {
+    pub param: String,
+    pub low: String,
+    pub high: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReferenceRow {
+    pub param: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UriRow {
+    pub param: String,
+    pub uri: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberRow {
+    pub param: String,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantityRow {
+    pub param: String,
+    pub value: f64,
     pub system: String,
     pub code: String,
 }

@@ -4,10 +4,10 @@ use diesel::dsl::exists;
 use diesel::prelude::*;
 
 use super::pool::{db_error, AnyConnection, Store};
-use super::schema::{resource_versions, resources, search_token};
+use super::schema::{resource_versions, resources};
 use super::{Current, Version};
 use crate::fhir::outcome::FhirResult;
-use crate::search::{DateBound, Prefix, SearchQuery, TokenFilter};
+use crate::search::SearchQuery;
 
 type Db = <AnyConnection as Connection>::Backend;
 
@@ -34,8 +34,6 @@ pub struct HistoryQuery {
     /// Keyset cursor: only versions with a smaller `seq`.
     pub before_seq: Option<i64>,
 }
-
-type BoxedResources<'a> = resources::BoxedQuery<'a, Db>;
 
 impl Store {
     pub fn read(&self, res_type: &str, res_id: &str) -> FhirResult<Option<Current>> {
@@ -88,30 +86,7 @@ pub(super) fn search_in(
     res_type: &str,
     q: &SearchQuery,
 ) -> FhirResult<Page<Current>> {
-    let total = filtered(res_type, q)
-        .count()
-        .get_result::<i64>(c)
-        .map_err(db_error)?;
-    if q.count == 0 {
-        return Ok(Page {
-            items: vec![],
-            total,
-            more: false,
-        });
-    }
-    let mut page = filtered(res_type, q);
-    if let Some(after) = &q.after_id {
-        page = page.filter(resources::res_id.gt(after.clone()));
-    }
-    let mut items = page
-        .order(resources::res_id.asc())
-        .limit(q.count + 1)
-        .select(Current::as_select())
-        .load(c)
-        .map_err(db_error)?;
-    let more = items.len() as i64 > q.count;
-    items.truncate(q.count as usize);
-    Ok(Page { items, total, more })
+    super::search_sql::search(c, res_type, q)
 }
 
 pub(super) fn read_in(
@@ -135,61 +110,7 @@ pub(super) fn matching_ids_in(
     q: &SearchQuery,
     limit: i64,
 ) -> FhirResult<Vec<String>> {
-    filtered(res_type, q)
-        .order(resources::res_id.asc())
-        .limit(limit)
-        .select(resources::res_id)
-        .load(c)
-        .map_err(db_error)
-}
-
-fn filtered<'a>(res_type: &'a str, q: &'a SearchQuery) -> BoxedResources<'a> {
-    let mut query = resources::table
-        .filter(resources::res_type.eq(res_type))
-        .filter(resources::deleted.eq(false))
-        .into_boxed();
-    for ids in &q.ids {
-        query = query.filter(resources::res_id.eq_any(ids));
-    }
-    for d in &q.last_updated {
-        query = match date_condition(d) {
-            DateCondition::Ge(v) => query.filter(resources::last_updated.ge(v)),
-            DateCondition::Lt(v) => query.filter(resources::last_updated.lt(v)),
-            DateCondition::Within(lo, hi) => query
-                .filter(resources::last_updated.ge(lo))
-                .filter(resources::last_updated.lt(hi)),
-            DateCondition::Outside(lo, hi) => query.filter(
-                resources::last_updated
-                    .lt(lo)
-                    .or(resources::last_updated.ge(hi)),
-            ),
-        };
-    }
-    for (param, any_of) in &q.tokens {
-        // Every token form reduces to one of three IN-lists (OR'd).
-        let (mut syscodes, mut codes, mut systems) = (vec![], vec![], vec![]);
-        for t in any_of {
-            match t {
-                TokenFilter::SystemAndCode(s, v) => syscodes.push(format!("{s}|{v}")),
-                TokenFilter::NoSystemCode(v) => syscodes.push(format!("|{v}")),
-                TokenFilter::Code(v) => codes.push(v.clone()),
-                TokenFilter::System(s) => systems.push(s.clone()),
-            }
-        }
-        query = query.filter(exists(
-            search_token::table
-                .filter(search_token::res_type.eq(resources::res_type))
-                .filter(search_token::res_id.eq(resources::res_id))
-                .filter(search_token::param.eq(param.clone()))
-                .filter(
-                    search_token::syscode
-                        .eq_any(syscodes)
-                        .or(search_token::code.eq_any(codes))
-                        .or(search_token::system.eq_any(systems)),
-                ),
-        ));
-    }
-    query
+    super::search_sql::matching_ids(c, res_type, q, limit)
 }
 
 fn history_filtered(q: &HistoryQuery) -> resource_versions::BoxedQuery<'_, Db> {
@@ -233,25 +154,4 @@ fn history_filtered(q: &HistoryQuery) -> resource_versions::BoxedQuery<'_, Db> {
             )));
     }
     query
-}
-
-enum DateCondition {
-    Ge(String),
-    Lt(String),
-    Within(String, String),
-    Outside(String, String),
-}
-
-/// FHIR date comparison against a stored instant: the parameter value
-/// stands for the range [low, high) its precision implies.
-fn date_condition(d: &DateBound) -> DateCondition {
-    let (lo, hi) = (d.low.clone(), d.high.clone());
-    match d.prefix {
-        Prefix::Eq | Prefix::Ap => DateCondition::Within(lo, hi),
-        Prefix::Ne => DateCondition::Outside(lo, hi),
-        Prefix::Gt | Prefix::Sa => DateCondition::Ge(hi),
-        Prefix::Lt | Prefix::Eb => DateCondition::Lt(lo),
-        Prefix::Ge => DateCondition::Ge(lo),
-        Prefix::Le => DateCondition::Lt(hi),
-    }
 }

@@ -34,4 +34,64 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(resource_versions, resources, search_token);
+// The typed index tables have no primary key of their own; diesel needs
+// one named, so each names its owner columns (never used to find a row).
+diesel::table! {
+    search_string (res_type, res_id, param, norm) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        norm -> Text,
+        exact -> Text,
+    }
+}
+
+diesel::table! {
+    search_date (res_type, res_id, param, low) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        low -> Text,
+        high -> Text,
+    }
+}
+
+diesel::table! {
+    search_reference (res_type, res_id, param, target_id) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        target_type -> Text,
+        target_id -> Text,
+        url -> Text,
+    }
+}
+
+diesel::table! {
+    search_uri (res_type, res_id, param, uri) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        uri -> Text,
+    }
+}
+
+diesel::table! {
+    search_number (res_type, res_id, param, value) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        value -> Double,
+    }
+}
+
+diesel::table! {
+    search_quantity (res_type, res_id, param, value) {
+        res_type -> Text,
+        res_id -> Text,
+        param -> Text,
+        value -> Double,
+        system -> Text,
+        code -> Text,
+    }
+}

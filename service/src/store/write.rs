@@ -5,8 +5,11 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde_json::Value;
 
 use super::pool::{db_error, AnyConnection, Store};
-use super::schema::{resource_versions, resources, search_token};
-use super::{Current, TokenRow};
+use super::schema::{
+    resource_versions, resources, search_date, search_number, search_quantity, search_reference,
+    search_string, search_token, search_uri,
+};
+use super::{Current, IndexRows};
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::search::SearchQuery;
 
@@ -138,6 +141,44 @@ impl Store {
         })
     }
 
+    /// Rebuilds every current resource's index rows from the registered
+    /// parameters (after a parameter is added or changed), a page of
+    /// resources per transaction. Returns how many resources were indexed.
+    pub fn reindex(&self) -> FhirResult<u64> {
+        const PAGE: i64 = 500;
+        let mut conn = self.writer()?;
+        let mut after: (String, String) = (String::new(), String::new());
+        let mut done = 0u64;
+        loop {
+            let page: Vec<Current> = resources::table
+                .filter(resources::deleted.eq(false))
+                .filter(
+                    resources::res_type.gt(&after.0).or(resources::res_type
+                        .eq(&after.0)
+                        .and(resources::res_id.gt(&after.1))),
+                )
+                .order((resources::res_type.asc(), resources::res_id.asc()))
+                .limit(PAGE)
+                .select(Current::as_select())
+                .load(&mut conn)
+                .map_err(db_error)?;
+            let Some(last) = page.last() else {
+                return Ok(done);
+            };
+            after = (last.res_type.clone(), last.res_id.clone());
+            conn.transaction::<_, diesel::result::Error, _>(|c| {
+                for r in &page {
+                    let resource: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+                    let index = crate::search::index::rows(&r.res_type, &resource);
+                    replace_index(c, &r.res_type, &r.res_id, &index)?;
+                }
+                Ok(())
+            })
+            .map_err(db_error)?;
+            done += page.len() as u64;
+        }
+    }
+
     /// One transaction per attempt; an attempt that lost a race to another
     /// writer is rolled back and run again. `Err(None)`: every attempt lost.
     fn retrying<T>(
@@ -184,7 +225,7 @@ where
             mut resource,
         } => {
             crate::fhir::resource::stamp(&mut resource, res_id, next, &now);
-            let tokens = crate::search::index::tokens(&resource);
+            let index = crate::search::index::rows(res_type, &resource);
             let body =
                 serde_json::to_string(&resource).map_err(|e| FhirError::Internal(e.to_string()))?;
             let row = Current {
@@ -195,7 +236,7 @@ where
                 deleted: false,
                 body,
             };
-            save(c, current.as_ref(), &row, method, &tokens)?;
+            save(c, current.as_ref(), &row, method, &index)?;
             row
         }
         Decision::Delete => {
@@ -207,7 +248,7 @@ where
                 deleted: true,
                 body: String::new(),
             };
-            save(c, current.as_ref(), &row, "DELETE", &[])?;
+            save(c, current.as_ref(), &row, "DELETE", &IndexRows::default())?;
             row
         }
     };
@@ -224,7 +265,7 @@ fn save(
     previous: Option<&Current>,
     row: &Current,
     method: &str,
-    tokens: &[TokenRow],
+    index: &IndexRows,
 ) -> Result<(), Attempt> {
     // The history insert comes first: its unique key is where two writers of
     // the same version collide, on both backends.
@@ -269,23 +310,76 @@ fn save(
             }
         }
     }
-    diesel::delete(
-        search_token::table
-            .filter(search_token::res_type.eq(&row.res_type))
-            .filter(search_token::res_id.eq(&row.res_id)),
-    )
-    .execute(c)?;
-    for t in tokens {
-        diesel::insert_into(search_token::table)
-            .values((
-                search_token::res_type.eq(&row.res_type),
-                search_token::res_id.eq(&row.res_id),
-                search_token::param.eq(&t.param),
-                search_token::system.eq(&t.system),
-                search_token::code.eq(&t.code),
-                search_token::syscode.eq(format!("{}|{}", t.system, t.code)),
-            ))
+    replace_index(c, &row.res_type, &row.res_id, index)?;
+    Ok(())
+}
+
+/// Replaces every index row of one resource with `index`.
+pub(super) fn replace_index(
+    c: &mut AnyConnection,
+    res_type: &str,
+    res_id: &str,
+    index: &IndexRows,
+) -> diesel::QueryResult<()> {
+    macro_rules! clear {
+        ($($table:ident),*) => {$(
+            diesel::delete(
+                $table::table
+                    .filter($table::res_type.eq(res_type))
+                    .filter($table::res_id.eq(res_id)),
+            )
             .execute(c)?;
+        )*};
     }
+    clear!(
+        search_token,
+        search_string,
+        search_date,
+        search_reference,
+        search_uri,
+        search_number,
+        search_quantity
+    );
+    // Row by row: diesel's multi-row insert is not available for SQLite
+    // through MultiConnection, and a resource has tens of rows, not thousands.
+    macro_rules! insert {
+        ($table:ident, $rows:expr, |$r:ident| ($($col:ident = $val:expr),*)) => {
+            for $r in $rows {
+                diesel::insert_into($table::table)
+                    .values((
+                        $table::res_type.eq(res_type),
+                        $table::res_id.eq(res_id),
+                        $table::param.eq(&$r.param),
+                        $($table::$col.eq($val)),*
+                    ))
+                    .execute(c)?;
+            }
+        };
+    }
+    insert!(search_token, &index.tokens, |t| (
+        system = &t.system,
+        code = &t.code,
+        syscode = format!("{}|{}", t.system, t.code)
+    ));
+    insert!(search_string, &index.strings, |t| (
+        norm = &t.norm,
+        exact = &t.exact
+    ));
+    insert!(search_date, &index.dates, |t| (
+        low = &t.low,
+        high = &t.high
+    ));
+    insert!(search_reference, &index.references, |t| (
+        target_type = &t.target_type,
+        target_id = &t.target_id,
+        url = &t.url
+    ));
+    insert!(search_uri, &index.uris, |t| (uri = &t.uri));
+    insert!(search_number, &index.numbers, |t| (value = t.value));
+    insert!(search_quantity, &index.quantities, |t| (
+        value = t.value,
+        system = &t.system,
+        code = &t.code
+    ));
     Ok(())
 }

@@ -1,0 +1,358 @@
+//! Search as SQL: each clause of a `SearchQuery` becomes a condition on the
+//! resource row or an EXISTS over one index table, with bound parameters.
+//! Built as text because the set and shape of conditions is only known at
+//! run time; every value goes in as a bind, never into the text.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double, Text};
+
+use super::pool::{db_error, AnyConnection};
+use super::{Current, Page};
+use crate::fhir::outcome::FhirResult;
+use crate::search::index::cap;
+use crate::search::registry::Kind;
+use crate::search::{
+    Clause, DateBound, Match, NumberBound, Prefix, SearchQuery, StringMatch, Target, TokenFilter,
+};
+
+enum Bind {
+    Text(String),
+    Double(f64),
+}
+
+struct Sql {
+    text: String,
+    binds: Vec<Bind>,
+    numbered: bool,
+}
+
+impl Sql {
+    fn new(conn: &AnyConnection) -> Sql {
+        Sql {
+            text: String::new(),
+            binds: vec![],
+            numbered: matches!(conn, AnyConnection::Postgresql(_)),
+        }
+    }
+
+    fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    fn bind(&mut self, b: Bind) -> &mut Self {
+        self.binds.push(b);
+        if self.numbered {
+            let n = self.binds.len();
+            self.text.push_str(&format!("${n}"));
+        } else {
+            self.text.push('?');
+        }
+        self
+    }
+
+    fn text(&mut self, s: &str) -> &mut Self {
+        self.bind(Bind::Text(s.to_string()))
+    }
+
+    fn double(&mut self, v: f64) -> &mut Self {
+        self.bind(Bind::Double(v))
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = Text)]
+    res_id: String,
+}
+
+/// Runs `sql` on whichever backend `conn` is, loading rows of type `$row`.
+macro_rules! load {
+    ($conn:expr, $sql:expr, $row:ty) => {
+        match $conn {
+            AnyConnection::Postgresql(c) => load!(@run c, $sql, $row, diesel::pg::Pg),
+            AnyConnection::Sqlite(c) => load!(@run c, $sql, $row, diesel::sqlite::Sqlite),
+        }
+    };
+    (@run $c:expr, $sql:expr, $row:ty, $db:ty) => {{
+        let mut q = diesel::sql_query($sql.text.clone()).into_boxed::<$db>();
+        for b in &$sql.binds {
+            q = match b {
+                Bind::Text(s) => q.bind::<Text, _>(s.clone()),
+                Bind::Double(v) => q.bind::<Double, _>(*v),
+            };
+        }
+        q.load::<$row>($c).map_err(db_error)
+    }};
+}
+
+pub(super) fn search(
+    c: &mut AnyConnection,
+    res_type: &str,
+    q: &SearchQuery,
+) -> FhirResult<Page<Current>> {
+    let mut count = Sql::new(c);
+    count.push("SELECT COUNT(*) AS n FROM resources r WHERE ");
+    conditions(&mut count, res_type, q);
+    let total = load!(c, count, Count)?.first().map_or(0, |c| c.n);
+    if q.count == 0 {
+        return Ok(Page {
+            items: vec![],
+            total,
+            more: false,
+        });
+    }
+    let mut page = Sql::new(c);
+    page.push("SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.body FROM resources r WHERE ");
+    conditions(&mut page, res_type, q);
+    if let Some(after) = &q.after_id {
+        page.push(" AND r.res_id > ").text(after);
+    }
+    page.push(&format!(" ORDER BY r.res_id LIMIT {}", q.count + 1));
+    let mut items = load!(c, page, Current)?;
+    let more = items.len() as i64 > q.count;
+    items.truncate(q.count as usize);
+    Ok(Page { items, total, more })
+}
+
+/// Ids of matching resources, at most `limit`.
+pub(super) fn matching_ids(
+    c: &mut AnyConnection,
+    res_type: &str,
+    q: &SearchQuery,
+    limit: i64,
+) -> FhirResult<Vec<String>> {
+    let mut sql = Sql::new(c);
+    sql.push("SELECT r.res_id FROM resources r WHERE ");
+    conditions(&mut sql, res_type, q);
+    sql.push(&format!(" ORDER BY r.res_id LIMIT {limit}"));
+    Ok(load!(c, sql, Id)?.into_iter().map(|r| r.res_id).collect())
+}
+
+fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery) {
+    sql.push("r.res_type = ")
+        .text(res_type)
+        .push(" AND NOT r.deleted");
+    for clause in &q.clauses {
+        sql.push(" AND ");
+        condition(sql, clause);
+    }
+}
+
+fn condition(sql: &mut Sql, clause: &Clause) {
+    let (kind, param) = match &clause.target {
+        Target::Id => {
+            any_of(sql, clause.negate, &clause.any_of, |sql, m| {
+                if let Match::Id(id) = m {
+                    sql.push("r.res_id = ").text(id);
+                }
+            });
+            return;
+        }
+        Target::LastUpdated => {
+            any_of(sql, clause.negate, &clause.any_of, |sql, m| {
+                if let Match::Date(d) = m {
+                    point_in_date(sql, "r.last_updated", d);
+                }
+            });
+            return;
+        }
+        Target::Index(kind, param) => (*kind, param),
+    };
+    let table = table_of(kind);
+    let negate = clause.negate || clause.missing == Some(true);
+    sql.push(if negate {
+        "NOT EXISTS (SELECT 1 FROM "
+    } else {
+        "EXISTS (SELECT 1 FROM "
+    })
+    .push(table)
+    .push(" x WHERE x.res_type = r.res_type AND x.res_id = r.res_id AND x.param = ")
+    .text(param);
+    if clause.missing.is_none() {
+        sql.push(" AND ");
+        any_of(sql, false, &clause.any_of, index_match);
+    }
+    sql.push(")");
+}
+
+fn table_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Token => "search_token",
+        Kind::String => "search_string",
+        Kind::Date => "search_date",
+        Kind::Reference => "search_reference",
+        Kind::Uri => "search_uri",
+        Kind::Number => "search_number",
+        Kind::Quantity => "search_quantity",
+    }
+}
+
+/// `(a OR b OR …)`, or `NOT (…)`.
+fn any_of(sql: &mut Sql, negate: bool, matches: &[Match], each: impl Fn(&mut Sql, &Match)) {
+    sql.push(if negate { "NOT (" } else { "(" });
+    for (i, m) in matches.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        each(sql, m);
+        sql.push(")");
+    }
+    if matches.is_empty() {
+        sql.push("1 = 0");
+    }
+    sql.push(")");
+}
+
+fn index_match(sql: &mut Sql, m: &Match) {
+    match m {
+        Match::Token(TokenFilter::SystemAndCode(s, c)) => {
+            sql.push("x.syscode = ")
+                .text(&format!("{}|{}", cap(s), cap(c)));
+        }
+        Match::Token(TokenFilter::NoSystemCode(c)) => {
+            sql.push("x.syscode = ").text(&format!("|{}", cap(c)));
+        }
+        Match::Token(TokenFilter::Code(c)) => {
+            sql.push("x.code = ").text(&cap(c));
+        }
+        Match::Token(TokenFilter::System(s)) => {
+            sql.push("x.system = ").text(&cap(s));
+        }
+        Match::String(v, StringMatch::Exact) => {
+            sql.push("x.exact = ").text(&cap(v));
+        }
+        Match::String(v, how) => {
+            let norm = like_escape(&cap(&crate::search::index::normalize(v)));
+            let pattern = match how {
+                StringMatch::Contains => format!("%{norm}%"),
+                _ => format!("{norm}%"),
+            };
+            sql.push("x.norm LIKE ").text(&pattern).push(" ESCAPE '\\'");
+        }
+        Match::Date(d) => range_vs_date(sql, d),
+        Match::Reference { target_type, id } => {
+            sql.push("x.target_id = ").text(id);
+            if let Some(t) = target_type {
+                sql.push(" AND x.target_type = ").text(t);
+            }
+        }
+        Match::Url(u) => {
+            sql.push("x.url = ").text(&cap(u));
+        }
+        Match::Uri(u) => {
+            sql.push("x.uri = ").text(&cap(u));
+        }
+        Match::Number(n) => number(sql, n),
+        Match::Quantity(n, system, code) => {
+            number(sql, n);
+            if let Some(s) = system {
+                sql.push(" AND x.system = ").text(&cap(s));
+            }
+            if let Some(c) = code {
+                sql.push(" AND x.code = ").text(&cap(c));
+            }
+        }
+        Match::Id(_) => {
+            sql.push("1 = 0");
+        }
+    }
+}
+
+/// `%`, `_` and `\` in a value match only themselves.
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// A stored range [x.low, x.high) against the search value's range
+/// [lo, hi), as search.html#prefix defines each prefix.
+fn range_vs_date(sql: &mut Sql, d: &DateBound) {
+    let (lo, hi) = (d.low.as_str(), d.high.as_str());
+    match d.prefix {
+        Prefix::Eq => sql
+            .push("x.low >= ")
+            .text(lo)
+            .push(" AND x.high <= ")
+            .text(hi),
+        Prefix::Ne => sql
+            .push("NOT (x.low >= ")
+            .text(lo)
+            .push(" AND x.high <= ")
+            .text(hi)
+            .push(")"),
+        Prefix::Gt => sql.push("x.high > ").text(hi),
+        Prefix::Lt => sql.push("x.low < ").text(lo),
+        Prefix::Ge => sql.push("x.high > ").text(lo),
+        Prefix::Le => sql.push("x.low < ").text(hi),
+        Prefix::Sa => sql.push("x.low >= ").text(hi),
+        Prefix::Eb => sql.push("x.high <= ").text(lo),
+        Prefix::Ap => sql
+            .push("x.low < ")
+            .text(hi)
+            .push(" AND x.high > ")
+            .text(lo),
+    };
+}
+
+/// A stored instant (`_lastUpdated`) against a date value's range.
+fn point_in_date(sql: &mut Sql, column: &str, d: &DateBound) {
+    let (lo, hi) = (d.low.as_str(), d.high.as_str());
+    sql.push(column);
+    match d.prefix {
+        Prefix::Eq | Prefix::Ap => sql
+            .push(" >= ")
+            .text(lo)
+            .push(" AND ")
+            .push(column)
+            .push(" < ")
+            .text(hi),
+        Prefix::Ne => sql
+            .push(" < ")
+            .text(lo)
+            .push(" OR ")
+            .push(column)
+            .push(" >= ")
+            .text(hi),
+        Prefix::Gt | Prefix::Sa => sql.push(" >= ").text(hi),
+        Prefix::Lt | Prefix::Eb => sql.push(" < ").text(lo),
+        Prefix::Ge => sql.push(" >= ").text(lo),
+        Prefix::Le => sql.push(" < ").text(hi),
+    };
+}
+
+fn number(sql: &mut Sql, n: &NumberBound) {
+    match n.prefix {
+        Prefix::Eq => sql
+            .push("x.value >= ")
+            .double(n.low)
+            .push(" AND x.value < ")
+            .double(n.high),
+        Prefix::Ne => sql
+            .push("NOT (x.value >= ")
+            .double(n.low)
+            .push(" AND x.value < ")
+            .double(n.high)
+            .push(")"),
+        Prefix::Gt | Prefix::Sa => sql.push("x.value > ").double(n.value),
+        Prefix::Lt | Prefix::Eb => sql.push("x.value < ").double(n.value),
+        Prefix::Ge => sql.push("x.value >= ").double(n.value),
+        Prefix::Le => sql.push("x.value <= ").double(n.value),
+        // "Approximately": within 10% of the value (search.html#prefix).
+        Prefix::Ap => {
+            let margin = (n.value * 0.1).abs();
+            sql.push("x.value >= ")
+                .double(n.value - margin)
+                .push(" AND x.value <= ")
+                .double(n.value + margin)
+        }
+    };
+}

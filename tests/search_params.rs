@@ -1,0 +1,413 @@
+//! Search driven by the SearchParameter data in fhir-profiles/: every
+//! parameter type, its modifiers and prefixes, OR (comma) and AND
+//! (repeated parameter), strict handling, and reindexing.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+both!(
+    token_parameters_match_code_system_and_negation,
+    string_parameters_ignore_case_and_accents_and_honour_exact_and_contains,
+    reference_parameters_match_type_and_id_in_every_form,
+    date_parameters_follow_each_prefix,
+    quantity_and_number_parameters_follow_prefixes_and_units,
+    missing_modifier_finds_resources_without_a_value,
+    repeated_parameters_and_commas_combine_as_and_and_or,
+    meta_tags_and_profiles_are_searchable_on_every_type,
+    unknown_modifier_and_malformed_values_are_400,
+    strict_handling_refuses_unknown_parameters,
+    capability_statement_lists_the_registered_parameters,
+    reindex_rebuilds_the_index_of_existing_data,
+);
+
+/// Creates `resources`, returning their ids in order.
+async fn seed(s: &Server, resources: &[Value]) -> Vec<String> {
+    let mut ids = vec![];
+    for r in resources {
+        ids.push(s.create(r).await["id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// The sorted ids a search returns (all pages).
+async fn found(s: &Server, path: &str) -> Vec<String> {
+    let mut ids: Vec<String> = s.all_pages(path).await.iter().flat_map(entry_ids).collect();
+    ids.sort();
+    ids
+}
+
+fn ids(all: &[String], which: &[usize]) -> Vec<String> {
+    sorted(which.iter().map(|i| all[*i].clone()).collect())
+}
+
+fn task_with(status: &str, owner: &str, code: &str) -> Value {
+    json!({"resourceType": "Task", "status": status, "intent": "order",
+           "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code", "code": code}]},
+           "owner": {"reference": owner},
+           "for": {"reference": "Patient/p1"}})
+}
+
+async fn token_parameters_match_code_system_and_negation(s: Server) {
+    let t = seed(
+        &s,
+        &[
+            task_with("requested", "Organization/vcs1", "fulfill"),
+            task_with("accepted", "Organization/vcs1", "fulfill"),
+            task_with("completed", "Organization/vcs2", "approve"),
+        ],
+    )
+    .await;
+    let system = "http://hl7.org/fhir/CodeSystem/task-code";
+    for (query, expect) in [
+        ("status=requested".to_string(), vec![0]),
+        ("status=requested,accepted".to_string(), vec![0, 1]),
+        ("status:not=completed".to_string(), vec![0, 1]),
+        (
+            format!("code={}", enc(&format!("{system}|fulfill"))),
+            vec![0, 1],
+        ),
+        ("code=approve".to_string(), vec![2]),
+        (format!("code={}", enc("|approve")), vec![]),
+        (
+            format!("code={}", enc(&format!("{system}|"))),
+            vec![0, 1, 2],
+        ),
+        (format!("code={}", enc("urn:other|fulfill")), vec![]),
+    ] {
+        assert_eq!(
+            found(&s, &format!("/Task?{query}")).await,
+            ids(&t, &expect),
+            "{query}"
+        );
+    }
+}
+
+async fn string_parameters_ignore_case_and_accents_and_honour_exact_and_contains(s: Server) {
+    let mut a = patient("9434765870");
+    a["name"] = json!([{"family": "Lefèvre", "given": ["Zoë"]}]);
+    let mut b = patient("9434765871");
+    b["name"] = json!([{"family": "Lee", "given": ["Sam"]}]);
+    let p = seed(&s, &[a, b]).await;
+    for (query, expect) in [
+        ("family=le", vec![0, 1]),
+        ("family=LEF", vec![0]),
+        ("family=lefevre", vec![0]),
+        ("family:exact=Lefèvre", vec![0]),
+        ("family:exact=lefèvre", vec![]),
+        ("family:contains=EVR", vec![0]),
+        ("given=zoe", vec![0]),
+        ("name=sam", vec![1]),
+        ("address-postalcode=LS6", vec![0, 1]),
+        ("family=le%25", vec![]),
+    ] {
+        assert_eq!(
+            found(&s, &format!("/Patient?{query}")).await,
+            ids(&p, &expect),
+            "{query}"
+        );
+    }
+}
+
+async fn reference_parameters_match_type_and_id_in_every_form(s: Server) {
+    let t = seed(
+        &s,
+        &[
+            task_with("requested", "Organization/vcs1", "fulfill"),
+            task_with("requested", "PractitionerRole/lw1", "fulfill"),
+            task_with(
+                "requested",
+                &format!("{}/Organization/vcs2", "https://elsewhere.example/fhir"),
+                "fulfill",
+            ),
+        ],
+    )
+    .await;
+    for (query, expect) in [
+        ("owner=Organization/vcs1", vec![0]),
+        ("owner=vcs1", vec![0]),
+        ("owner:Organization=vcs1", vec![0]),
+        ("owner:PractitionerRole=vcs1", vec![]),
+        ("owner=PractitionerRole/lw1", vec![1]),
+        ("patient=Patient/p1", vec![0, 1, 2]),
+        ("subject=Patient/p1", vec![0, 1, 2]),
+        (
+            "owner=https://elsewhere.example/fhir/Organization/vcs2",
+            vec![2],
+        ),
+    ] {
+        assert_eq!(
+            found(&s, &format!("/Task?{query}")).await,
+            ids(&t, &expect),
+            "{query}"
+        );
+    }
+}
+
+async fn date_parameters_follow_each_prefix(s: Server) {
+    let with = |authored: &str| {
+        let mut sr = service_request("p1", authored);
+        sr["authoredOn"] = json!(authored);
+        sr
+    };
+    let r = seed(
+        &s,
+        &[
+            with("2026-03-01"),
+            with("2026-03-15T10:00:00Z"),
+            with("2026-04"),
+        ],
+    )
+    .await;
+    for (query, expect) in [
+        ("authored=2026-03", vec![0, 1]),
+        ("authored=2026-03-15", vec![1]),
+        ("authored=eq2026", vec![0, 1, 2]),
+        ("authored=gt2026-03-01", vec![1, 2]),
+        ("authored=ge2026-03-01", vec![0, 1, 2]),
+        ("authored=lt2026-03-15", vec![0]),
+        ("authored=le2026-03-15", vec![0, 1]),
+        ("authored=sa2026-03-10", vec![1, 2]),
+        ("authored=eb2026-03-10", vec![0]),
+        ("authored=ne2026-03-01", vec![1, 2]),
+        ("authored=ap2026-04-10", vec![2]),
+        ("authored=2026-03-15T11:00:00%2B01:00", vec![1]),
+    ] {
+        assert_eq!(
+            found(&s, &format!("/ServiceRequest?{query}")).await,
+            ids(&r, &expect),
+            "{query}"
+        );
+    }
+    // A Period with no end runs on for ever.
+    let mut open = task_with("in-progress", "Organization/vcs1", "fulfill");
+    open["executionPeriod"] = json!({"start": "2026-01-10"});
+    let t = seed(&s, &[open]).await;
+    assert_eq!(found(&s, "/Task?period=gt2030-01-01").await, t);
+    assert_eq!(
+        found(&s, "/Task?period=lt2026-01-01").await,
+        Vec::<String>::new()
+    );
+}
+
+async fn quantity_and_number_parameters_follow_prefixes_and_units(s: Server) {
+    let score = |value: f64, code: &str| {
+        json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "x"}]},
+            "subject": {"reference": "Patient/p1"},
+            "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": code}
+        })
+    };
+    let o = seed(
+        &s,
+        &[
+            score(5.4, "{score}"),
+            score(7.0, "{score}"),
+            score(100.0, "mg"),
+        ],
+    )
+    .await;
+    let ucum = "http://unitsofmeasure.org";
+    for (query, expect) in [
+        ("value-quantity=5.4".to_string(), vec![0]),
+        ("value-quantity=5".to_string(), vec![0]),
+        ("value-quantity=gt5.4".to_string(), vec![1, 2]),
+        ("value-quantity=le7".to_string(), vec![0, 1]),
+        ("value-quantity=ne7".to_string(), vec![0, 2]),
+        ("value-quantity=ap95".to_string(), vec![2]),
+        (
+            format!("value-quantity={}", enc(&format!("gt1|{ucum}|mg"))),
+            vec![2],
+        ),
+        (
+            format!("value-quantity={}", enc("gt1||{score}")),
+            vec![0, 1],
+        ),
+    ] {
+        assert_eq!(
+            found(&s, &format!("/Observation?{query}")).await,
+            ids(&o, &expect),
+            "{query}"
+        );
+    }
+}
+
+async fn missing_modifier_finds_resources_without_a_value(s: Server) {
+    let mut pooled = task_with("requested", "Organization/x", "fulfill");
+    pooled.as_object_mut().unwrap().remove("owner");
+    let t = seed(
+        &s,
+        &[
+            task_with("requested", "Organization/vcs1", "fulfill"),
+            pooled,
+        ],
+    )
+    .await;
+    assert_eq!(found(&s, "/Task?owner:missing=true").await, ids(&t, &[1]));
+    assert_eq!(found(&s, "/Task?owner:missing=false").await, ids(&t, &[0]));
+    // The open pool a VCS polls: requested and unowned.
+    assert_eq!(
+        found(&s, "/Task?status=requested&owner:missing=true").await,
+        ids(&t, &[1])
+    );
+}
+
+async fn repeated_parameters_and_commas_combine_as_and_and_or(s: Server) {
+    let t = seed(
+        &s,
+        &[
+            task_with("requested", "Organization/vcs1", "fulfill"),
+            task_with("accepted", "Organization/vcs1", "fulfill"),
+            task_with("accepted", "Organization/vcs2", "fulfill"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        found(&s, "/Task?owner=Organization/vcs1&status=accepted").await,
+        ids(&t, &[1])
+    );
+    assert_eq!(
+        found(&s, "/Task?status=requested,accepted&status:not=requested").await,
+        ids(&t, &[1, 2])
+    );
+    assert_eq!(
+        found(
+            &s,
+            "/Task?owner=Organization/vcs1,Organization/vcs2&status=requested"
+        )
+        .await,
+        ids(&t, &[0])
+    );
+}
+
+async fn meta_tags_and_profiles_are_searchable_on_every_type(s: Server) {
+    let mut tagged = patient("9434765870");
+    tagged["meta"] = json!({"tag": [{"system": "urn:sp-hub:test", "code": "pilot"}],
+                            "profile": ["urn:sp-hub:StructureDefinition:sp-patient"]});
+    let p = seed(&s, &[tagged, patient("9434765871")]).await;
+    assert_eq!(
+        found(
+            &s,
+            &format!("/Patient?_tag={}", enc("urn:sp-hub:test|pilot"))
+        )
+        .await,
+        ids(&p, &[0])
+    );
+    assert_eq!(
+        found(
+            &s,
+            "/Patient?_profile=urn:sp-hub:StructureDefinition:sp-patient"
+        )
+        .await,
+        ids(&p, &[0])
+    );
+}
+
+async fn unknown_modifier_and_malformed_values_are_400(s: Server) {
+    for (query, at) in [
+        ("/Task?status:exact=requested", "status"),
+        ("/Task?owner:nonsense=x", "owner"),
+        ("/Task?authored-on=yesterday", "authored-on"),
+        ("/Task?authored-on=xx2026", "authored-on"),
+        ("/Observation?value-quantity=lots", "value-quantity"),
+        ("/Task?owner:missing=perhaps", "owner"),
+    ] {
+        let o = assert_outcome(s.get(query).await, 400, "invalid").await;
+        assert_eq!(expression(&o), Some(at), "{query}");
+    }
+    let many = (0..101)
+        .map(|i| format!("id{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_outcome(s.get(&format!("/Task?_id={many}")).await, 400, "invalid").await;
+}
+
+async fn strict_handling_refuses_unknown_parameters(s: Server) {
+    seed(
+        &s,
+        &[task_with("requested", "Organization/vcs1", "fulfill")],
+    )
+    .await;
+    let lenient = s.get_ok("/Task?colour=red&status=requested").await;
+    assert_eq!(lenient["total"], 1);
+    let self_link = link(&lenient, "self").unwrap();
+    assert!(!self_link.contains("colour"), "{self_link}");
+    let strict = s
+        .send(
+            s.req(reqwest::Method::GET, "/Task?colour=red")
+                .header("Prefer", "handling=strict"),
+        )
+        .await;
+    let o = assert_outcome(strict, 400, "invalid").await;
+    assert_eq!(expression(&o), Some("colour"));
+}
+
+async fn capability_statement_lists_the_registered_parameters(s: Server) {
+    let cs = s.get_ok("/metadata").await;
+    let task = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Task")
+        .unwrap()
+        .clone();
+    let params: Vec<(String, String)> = task["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (name, kind) in [
+        ("owner", "reference"),
+        ("status", "token"),
+        ("authored-on", "date"),
+        ("business-status", "token"),
+        ("_lastUpdated", "date"),
+        ("_id", "token"),
+    ] {
+        assert!(
+            params.contains(&(name.to_string(), kind.to_string())),
+            "{name} missing: {params:?}"
+        );
+    }
+    let owner = task["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "owner")
+        .unwrap();
+    assert_eq!(
+        owner["definition"],
+        "http://hl7.org/fhir/SearchParameter/Task-owner"
+    );
+}
+
+async fn reindex_rebuilds_the_index_of_existing_data(s: Server) {
+    let t = seed(
+        &s,
+        &[task_with("requested", "Organization/vcs1", "fulfill")],
+    )
+    .await;
+    let db = s.database_url.clone();
+    let out = std::process::Command::new(bin())
+        .args(["reindex", "--database-url", &db])
+        .output()
+        .expect("run sp-hub reindex");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "reindexed 1 resources"
+    );
+    assert_eq!(found(&s, "/Task?owner=Organization/vcs1").await, t);
+}
