@@ -20,6 +20,8 @@ both!(
     strict_handling_refuses_unknown_parameters,
     capability_statement_lists_the_registered_parameters,
     reindex_rebuilds_the_index_of_existing_data,
+    chained_parameters_follow_references_two_levels_deep,
+    reverse_chaining_finds_resources_by_what_refers_to_them,
 );
 
 /// Creates `resources`, returning their ids in order.
@@ -410,4 +412,114 @@ async fn reindex_rebuilds_the_index_of_existing_data(s: Server) {
         "reindexed 1 resources"
     );
     assert_eq!(found(&s, "/Task?owner=Organization/vcs1").await, t);
+}
+
+/// A GP practice, a referral it requested, and the Task for that referral.
+async fn referral_chain(
+    s: &Server,
+    ods: &str,
+    referral_id: &str,
+    status: &str,
+) -> (String, String, String) {
+    let org = s
+        .create(&json!({"resourceType": "Organization", "name": format!("Practice {ods}"),
+                        "identifier": [{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": ods}]}))
+        .await;
+    let org_id = org["id"].as_str().unwrap().to_string();
+    let mut sr = service_request("p1", referral_id);
+    sr["requester"] = json!({"reference": format!("Organization/{org_id}")});
+    sr["status"] = json!(status);
+    let sr_id = s.create(&sr).await["id"].as_str().unwrap().to_string();
+    let t = s.create(&task(&sr_id, "p1")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (org_id, sr_id, t)
+}
+
+async fn chained_parameters_follow_references_two_levels_deep(s: Server) {
+    let (_, sr_a, task_a) = referral_chain(&s, "B86030", "REF-A", "active").await;
+    let (_, _, task_b) = referral_chain(&s, "B86031", "REF-B", "active").await;
+    let ods = "https://fhir.nhs.uk/Id/ods-organization-code";
+    for (query, expect) in [
+        (
+            format!(
+                "focus:ServiceRequest.requester:Organization.identifier={}",
+                enc(&format!("{ods}|B86030"))
+            ),
+            vec![task_a.clone()],
+        ),
+        (
+            format!(
+                "focus:ServiceRequest.requester.identifier={}",
+                enc(&format!("{ods}|B86031"))
+            ),
+            vec![task_b.clone()],
+        ),
+        (
+            "focus:ServiceRequest.requester.name=practice".to_string(),
+            sorted(vec![task_a.clone(), task_b.clone()]),
+        ),
+        (
+            format!(
+                "focus:ServiceRequest.identifier={}",
+                enc(&format!("{REFERRAL_ID}|REF-A"))
+            ),
+            vec![task_a.clone()],
+        ),
+        ("focus:ServiceRequest.status=revoked".to_string(), vec![]),
+    ] {
+        assert_eq!(
+            found(&s, &format!("/Task?{query}")).await,
+            expect,
+            "{query}"
+        );
+    }
+    // A deleted link in the chain breaks it.
+    assert_eq!(
+        s.delete(&format!("/ServiceRequest/{sr_a}"))
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
+    let q = format!(
+        "/Task?focus:ServiceRequest.requester.identifier={}",
+        enc(&format!("{ods}|B86030"))
+    );
+    assert_eq!(found(&s, &q).await, Vec::<String>::new());
+    // Chaining through a parameter that is not a reference is refused.
+    assert_outcome(s.get("/Task?status.name=x").await, 400, "invalid").await;
+}
+
+async fn reverse_chaining_finds_resources_by_what_refers_to_them(s: Server) {
+    let (_, sr_active, _) = referral_chain(&s, "B86030", "REF-A", "active").await;
+    let (_, sr_revoked, _) = referral_chain(&s, "B86031", "REF-B", "revoked").await;
+    assert_eq!(
+        found(&s, "/ServiceRequest?_has:Task:focus:status=requested").await,
+        sorted(vec![sr_active.clone(), sr_revoked.clone()])
+    );
+    let mut done = s
+        .get_ok(&format!("/Task?focus=ServiceRequest/{sr_revoked}"))
+        .await["entry"][0]["resource"]
+        .clone();
+    done["status"] = json!("cancelled");
+    done["statusReason"] = json!({"text": "Referral withdrawn"});
+    s.update(&done).await;
+    assert_eq!(
+        found(&s, "/ServiceRequest?_has:Task:focus:status=requested").await,
+        vec![sr_active.clone()]
+    );
+    // _has then chain: referrals whose Task points at a referral from practice B86030.
+    let q = format!(
+        "/ServiceRequest?_has:Task:focus:focus:ServiceRequest.requester.identifier={}",
+        enc("https://fhir.nhs.uk/Id/ods-organization-code|B86030")
+    );
+    assert_eq!(found(&s, &q).await, vec![sr_active]);
+    assert_outcome(
+        s.get("/ServiceRequest?_has:Task:nonsense:status=x").await,
+        400,
+        "invalid",
+    )
+    .await;
 }

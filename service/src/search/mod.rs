@@ -13,7 +13,7 @@ use base64::Engine as _;
 
 use crate::fhir::outcome::{FhirError, FhirResult};
 pub use date::{DateBound, Prefix};
-use registry::{Kind, Param};
+use registry::{Kind, Param, Registry};
 
 pub const DEFAULT_COUNT: i64 = 50;
 pub const MAX_COUNT: i64 = 1000;
@@ -82,6 +82,21 @@ pub enum Target {
     LastUpdated,
     /// An index table, by the parameter's type, for parameter `code`.
     Index(Kind, String),
+    /// Chaining: a resource this one refers to through `param` (of type
+    /// `target_type`) matches `inner`.
+    /// With no `:Type`, every target type that has the chained parameter
+    /// is a branch (ORed).
+    Chain {
+        param: String,
+        branches: Vec<(String, Clause)>,
+    },
+    /// Reverse chaining (`_has`): some `res_type` resource refers to this
+    /// one through its parameter `via` and matches `inner`.
+    Has {
+        res_type: String,
+        via: String,
+        inner: Box<Clause>,
+    },
 }
 
 /// One search parameter as given: all its values must not match (`negate`,
@@ -176,25 +191,19 @@ impl SearchQuery {
                     false
                 }
                 n if is_result_param(n) => false,
-                _ => {
-                    let (code, modifier) = match name.split_once(':') {
-                        Some((c, m)) => (c, Some(m)),
-                        None => (name.as_str(), None),
-                    };
-                    match registry.get(res_type, code) {
-                        Some(param) => {
-                            q.clauses.push(clause(param, code, modifier, value)?);
-                            true
-                        }
-                        None if strict => {
-                            return Err(FhirError::invalid_at(
-                                format!("{res_type} has no search parameter '{code}'"),
-                                code.to_string(),
-                            ))
-                        }
-                        None => false,
+                _ => match parse_clause(registry, res_type, name, value, 0)? {
+                    Some(c) => {
+                        q.clauses.push(c);
+                        true
                     }
-                }
+                    None if strict => {
+                        return Err(FhirError::invalid_at(
+                            format!("{res_type} has no search parameter '{name}'"),
+                            name.split([':', '.']).next().unwrap_or(name).to_string(),
+                        ))
+                    }
+                    None => false,
+                },
             };
             if applied {
                 q.applied.push((name.clone(), value.clone()));
@@ -210,6 +219,117 @@ impl SearchQuery {
     /// refuse criteria that select everything.
     pub fn has_criteria(&self) -> bool {
         !self.clauses.is_empty()
+    }
+}
+
+/// How deep chains and `_has` may nest: each level is a join.
+const MAX_CHAIN_DEPTH: usize = 3;
+
+/// One parameter as written (`owner`, `owner:Organization`,
+/// `focus:ServiceRequest.requester.identifier`, `_has:Task:focus:status`)
+/// as a clause on `res_type`; `None` when `res_type` has no such parameter.
+fn parse_clause(
+    registry: &Registry,
+    res_type: &str,
+    name: &str,
+    value: &str,
+    depth: usize,
+) -> FhirResult<Option<Clause>> {
+    let too_deep = || {
+        FhirError::invalid_at(
+            format!("'{name}' chains more than {MAX_CHAIN_DEPTH} levels"),
+            name.to_string(),
+        )
+    };
+    if depth > MAX_CHAIN_DEPTH {
+        return Err(too_deep());
+    }
+    // Reverse chaining: _has:Type:reference-parameter:rest.
+    if let Some(rest) = name.strip_prefix("_has:") {
+        let mut parts = rest.splitn(3, ':');
+        let (Some(other), Some(via), Some(inner)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(FhirError::invalid_at(
+                format!("'{name}' is not _has:Type:reference-parameter:parameter"),
+                "_has",
+            ));
+        };
+        let unknown = |what: String| FhirError::invalid_at(what, name.to_string());
+        if !sp_hub_codec::RESOURCE_TYPES.contains(&other) {
+            return Err(unknown(format!(
+                "_has names '{other}', which is not a resource type"
+            )));
+        }
+        match registry.get(other, via) {
+            Some(p) if p.kind == Kind::Reference => {}
+            _ => {
+                return Err(unknown(format!(
+                    "{other} has no reference parameter '{via}'"
+                )))
+            }
+        }
+        let inner = parse_clause(registry, other, inner, value, depth + 1)?
+            .ok_or_else(|| unknown(format!("{other} has no search parameter '{inner}'")))?;
+        return Ok(Some(Clause::nested(Target::Has {
+            res_type: other.to_string(),
+            via: via.to_string(),
+            inner: Box::new(inner),
+        })));
+    }
+    // Chaining: reference-parameter[:Type].rest.
+    if let Some((head, rest)) = name.split_once('.') {
+        let (code, of_type) = match head.split_once(':') {
+            Some((c, t)) => (c, Some(t)),
+            None => (head, None),
+        };
+        let Some(param) = registry.get(res_type, code) else {
+            return Ok(None);
+        };
+        let bad = |what: String| FhirError::invalid_at(what, code.to_string());
+        if param.kind != Kind::Reference {
+            return Err(bad(format!(
+                "'{code}' is not a reference parameter, so it cannot be chained"
+            )));
+        }
+        let types: Vec<&str> = match of_type {
+            Some(t) if param.targets.iter().any(|x| x == t) => vec![t],
+            Some(t) => return Err(bad(format!("'{code}' does not refer to {t}"))),
+            None => param.targets.iter().map(String::as_str).collect(),
+        };
+        let mut branches = vec![];
+        for t in types {
+            if let Some(inner) = parse_clause(registry, t, rest, value, depth + 1)? {
+                branches.push((t.to_string(), inner));
+            }
+        }
+        if branches.is_empty() {
+            return Err(bad(format!(
+                "no resource '{code}' refers to has a search parameter '{rest}'"
+            )));
+        }
+        return Ok(Some(Clause::nested(Target::Chain {
+            param: code.to_string(),
+            branches,
+        })));
+    }
+    let (code, modifier) = match name.split_once(':') {
+        Some((c, m)) => (c, Some(m)),
+        None => (name, None),
+    };
+    match registry.get(res_type, code) {
+        Some(param) => clause(param, code, modifier, value).map(Some),
+        None => Ok(None),
+    }
+}
+
+impl Clause {
+    fn nested(target: Target) -> Clause {
+        Clause {
+            target,
+            negate: false,
+            missing: None,
+            any_of: vec![],
+        }
     }
 }
 
@@ -457,6 +577,44 @@ mod tests {
         let q = SearchQuery::parse("Task", &p(&[("colour", "red")]), false).unwrap();
         assert!(q.clauses.is_empty() && q.applied.is_empty());
         assert!(SearchQuery::parse("Task", &p(&[("colour", "red")]), true).is_err());
+    }
+
+    #[test]
+    fn chains_and_has_nest_clauses_on_the_other_type() {
+        let q = SearchQuery::parse(
+            "Task",
+            &p(&[("focus:ServiceRequest.requester.identifier", "x")]),
+            true,
+        )
+        .unwrap();
+        let Target::Chain { param, branches } = &q.clauses[0].target else {
+            panic!()
+        };
+        assert_eq!(
+            (param.as_str(), branches[0].0.as_str()),
+            ("focus", "ServiceRequest")
+        );
+        let Target::Chain {
+            branches: second, ..
+        } = &branches[0].1.target
+        else {
+            panic!("two levels")
+        };
+        assert!(second.iter().any(|(t, _)| t == "Organization") && second.len() > 1);
+        let q = SearchQuery::parse(
+            "Patient",
+            &p(&[("_has:ServiceRequest:subject:status", "active")]),
+            true,
+        )
+        .unwrap();
+        assert!(
+            matches!(&q.clauses[0].target, Target::Has { res_type, via, .. } if res_type == "ServiceRequest" && via == "subject")
+        );
+        assert!(SearchQuery::parse("Task", &p(&[("owner:Observation.code", "x")]), false).is_err());
+        assert!(SearchQuery::parse("Task", &p(&[("status.name", "x")]), false).is_err());
+        assert!(
+            SearchQuery::parse("Patient", &p(&[("_has:Nope:subject:status", "x")]), false).is_err()
+        );
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Param {
     pub kind: Kind,
     pub expr: Expr,
     pub description: String,
+    /// For reference parameters: the resource types they may point at.
+    pub targets: Vec<String>,
 }
 
 pub struct Registry {
@@ -119,7 +121,18 @@ impl Registry {
                 if base != "Resource" && !sp_hub_codec::RESOURCE_TYPES.contains(&base) {
                     return Err(at(format!("base '{base}' is not an R4 resource type")));
                 }
+                let targets = sp
+                    .get("target")
+                    .and_then(Value::as_array)
+                    .map(|t| {
+                        t.iter()
+                            .filter_map(Value::as_str)
+                            .map(String::from)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let param = Param {
+                    targets,
                     code: code.to_string(),
                     url: field("url")?.to_string(),
                     kind,

@@ -98,7 +98,7 @@ pub(super) fn search(
     q: &SearchQuery,
 ) -> FhirResult<Page<Current>> {
     let mut count = Sql::new(c);
-    count.push("SELECT COUNT(*) AS n FROM resources r WHERE ");
+    count.push("SELECT COUNT(*) AS n FROM resources r0 WHERE ");
     conditions(&mut count, res_type, q);
     let total = load!(c, count, Count)?.first().map_or(0, |c| c.n);
     if q.count == 0 {
@@ -109,12 +109,12 @@ pub(super) fn search(
         });
     }
     let mut page = Sql::new(c);
-    page.push("SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.body FROM resources r WHERE ");
+    page.push("SELECT r0.res_type, r0.res_id, r0.version, r0.last_updated, r0.deleted, r0.body FROM resources r0 WHERE ");
     conditions(&mut page, res_type, q);
     if let Some(after) = &q.after_id {
-        page.push(" AND r.res_id > ").text(after);
+        page.push(" AND r0.res_id > ").text(after);
     }
-    page.push(&format!(" ORDER BY r.res_id LIMIT {}", q.count + 1));
+    page.push(&format!(" ORDER BY r0.res_id LIMIT {}", q.count + 1));
     let mut items = load!(c, page, Current)?;
     let more = items.len() as i64 > q.count;
     items.truncate(q.count as usize);
@@ -129,28 +129,32 @@ pub(super) fn matching_ids(
     limit: i64,
 ) -> FhirResult<Vec<String>> {
     let mut sql = Sql::new(c);
-    sql.push("SELECT r.res_id FROM resources r WHERE ");
+    sql.push("SELECT r0.res_id FROM resources r0 WHERE ");
     conditions(&mut sql, res_type, q);
-    sql.push(&format!(" ORDER BY r.res_id LIMIT {limit}"));
+    sql.push(&format!(" ORDER BY r0.res_id LIMIT {limit}"));
     Ok(load!(c, sql, Id)?.into_iter().map(|r| r.res_id).collect())
 }
 
 fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery) {
-    sql.push("r.res_type = ")
+    sql.push("r0.res_type = ")
         .text(res_type)
-        .push(" AND NOT r.deleted");
+        .push(" AND NOT r0.deleted");
     for clause in &q.clauses {
         sql.push(" AND ");
-        condition(sql, clause);
+        condition(sql, clause, 0);
     }
 }
 
-fn condition(sql: &mut Sql, clause: &Clause) {
+/// The condition for `clause` on the resource row aliased `r{depth}`;
+/// chains and `_has` nest one level deeper with aliases of their own.
+fn condition(sql: &mut Sql, clause: &Clause, depth: usize) {
+    let r = format!("r{depth}");
+    let x = format!("x{depth}");
     let (kind, param) = match &clause.target {
         Target::Id => {
             any_of(sql, clause.negate, &clause.any_of, |sql, m| {
                 if let Match::Id(id) = m {
-                    sql.push("r.res_id = ").text(id);
+                    sql.push(&format!("{r}.res_id = ")).text(id);
                 }
             });
             return;
@@ -158,9 +162,52 @@ fn condition(sql: &mut Sql, clause: &Clause) {
         Target::LastUpdated => {
             any_of(sql, clause.negate, &clause.any_of, |sql, m| {
                 if let Match::Date(d) = m {
-                    point_in_date(sql, "r.last_updated", d);
+                    point_in_date(sql, &format!("{r}.last_updated"), d);
                 }
             });
+            return;
+        }
+        Target::Chain { param, branches } => {
+            let next = format!("r{}", depth + 1);
+            sql.push(&format!(
+                "EXISTS (SELECT 1 FROM search_reference {x} JOIN resources {next} \
+                 ON {next}.res_type = {x}.target_type AND {next}.res_id = {x}.target_id \
+                 WHERE {x}.res_type = {r}.res_type AND {x}.res_id = {r}.res_id AND {x}.param = "
+            ))
+            .text(param)
+            .push(&format!(" AND NOT {next}.deleted AND ("));
+            for (i, (target_type, inner)) in branches.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push(&format!("({x}.target_type = "))
+                    .text(target_type)
+                    .push(" AND ");
+                condition(sql, inner, depth + 1);
+                sql.push(")");
+            }
+            sql.push("))");
+            return;
+        }
+        Target::Has {
+            res_type,
+            via,
+            inner,
+        } => {
+            let next = format!("r{}", depth + 1);
+            sql.push(&format!(
+                "EXISTS (SELECT 1 FROM search_reference {x} JOIN resources {next} \
+                 ON {next}.res_type = {x}.res_type AND {next}.res_id = {x}.res_id \
+                 WHERE {x}.res_type = "
+            ))
+            .text(res_type)
+            .push(&format!(" AND {x}.param = "))
+            .text(via)
+            .push(&format!(
+                " AND {x}.target_type = {r}.res_type AND {x}.target_id = {r}.res_id AND NOT {next}.deleted AND "
+            ));
+            condition(sql, inner, depth + 1);
+            sql.push(")");
             return;
         }
         Target::Index(kind, param) => (*kind, param),
@@ -173,11 +220,13 @@ fn condition(sql: &mut Sql, clause: &Clause) {
         "EXISTS (SELECT 1 FROM "
     })
     .push(table)
-    .push(" x WHERE x.res_type = r.res_type AND x.res_id = r.res_id AND x.param = ")
+    .push(&format!(
+        " {x} WHERE {x}.res_type = {r}.res_type AND {x}.res_id = {r}.res_id AND {x}.param = "
+    ))
     .text(param);
     if clause.missing.is_none() {
         sql.push(" AND ");
-        any_of(sql, false, &clause.any_of, index_match);
+        any_of(sql, false, &clause.any_of, |sql, m| index_match(sql, &x, m));
     }
     sql.push(")");
 }
@@ -211,23 +260,24 @@ fn any_of(sql: &mut Sql, negate: bool, matches: &[Match], each: impl Fn(&mut Sql
     sql.push(")");
 }
 
-fn index_match(sql: &mut Sql, m: &Match) {
+fn index_match(sql: &mut Sql, x: &str, m: &Match) {
     match m {
         Match::Token(TokenFilter::SystemAndCode(s, c)) => {
-            sql.push("x.syscode = ")
+            sql.push(&format!("{x}.syscode = "))
                 .text(&format!("{}|{}", cap(s), cap(c)));
         }
         Match::Token(TokenFilter::NoSystemCode(c)) => {
-            sql.push("x.syscode = ").text(&format!("|{}", cap(c)));
+            sql.push(&format!("{x}.syscode = "))
+                .text(&format!("|{}", cap(c)));
         }
         Match::Token(TokenFilter::Code(c)) => {
-            sql.push("x.code = ").text(&cap(c));
+            sql.push(&format!("{x}.code = ")).text(&cap(c));
         }
         Match::Token(TokenFilter::System(s)) => {
-            sql.push("x.system = ").text(&cap(s));
+            sql.push(&format!("{x}.system = ")).text(&cap(s));
         }
         Match::String(v, StringMatch::Exact) => {
-            sql.push("x.exact = ").text(&cap(v));
+            sql.push(&format!("{x}.exact = ")).text(&cap(v));
         }
         Match::String(v, how) => {
             let norm = like_escape(&cap(&crate::search::index::normalize(v)));
@@ -235,29 +285,31 @@ fn index_match(sql: &mut Sql, m: &Match) {
                 StringMatch::Contains => format!("%{norm}%"),
                 _ => format!("{norm}%"),
             };
-            sql.push("x.norm LIKE ").text(&pattern).push(" ESCAPE '\\'");
+            sql.push(&format!("{x}.norm LIKE "))
+                .text(&pattern)
+                .push(" ESCAPE '\\'");
         }
-        Match::Date(d) => range_vs_date(sql, d),
+        Match::Date(d) => range_vs_date(sql, x, d),
         Match::Reference { target_type, id } => {
-            sql.push("x.target_id = ").text(id);
+            sql.push(&format!("{x}.target_id = ")).text(id);
             if let Some(t) = target_type {
-                sql.push(" AND x.target_type = ").text(t);
+                sql.push(&format!(" AND {x}.target_type = ")).text(t);
             }
         }
         Match::Url(u) => {
-            sql.push("x.url = ").text(&cap(u));
+            sql.push(&format!("{x}.url = ")).text(&cap(u));
         }
         Match::Uri(u) => {
-            sql.push("x.uri = ").text(&cap(u));
+            sql.push(&format!("{x}.uri = ")).text(&cap(u));
         }
-        Match::Number(n) => number(sql, n),
+        Match::Number(n) => number(sql, x, n),
         Match::Quantity(n, system, code) => {
-            number(sql, n);
+            number(sql, x, n);
             if let Some(s) = system {
-                sql.push(" AND x.system = ").text(&cap(s));
+                sql.push(&format!(" AND {x}.system = ")).text(&cap(s));
             }
             if let Some(c) = code {
-                sql.push(" AND x.code = ").text(&cap(c));
+                sql.push(&format!(" AND {x}.code = ")).text(&cap(c));
             }
         }
         Match::Id(_) => {
@@ -275,30 +327,30 @@ fn like_escape(s: &str) -> String {
 
 /// A stored range [x.low, x.high) against the search value's range
 /// [lo, hi), as search.html#prefix defines each prefix.
-fn range_vs_date(sql: &mut Sql, d: &DateBound) {
+fn range_vs_date(sql: &mut Sql, x: &str, d: &DateBound) {
     let (lo, hi) = (d.low.as_str(), d.high.as_str());
     match d.prefix {
         Prefix::Eq => sql
-            .push("x.low >= ")
+            .push(&format!("{x}.low >= "))
             .text(lo)
-            .push(" AND x.high <= ")
+            .push(&format!(" AND {x}.high <= "))
             .text(hi),
         Prefix::Ne => sql
-            .push("NOT (x.low >= ")
+            .push(&format!("NOT ({x}.low >= "))
             .text(lo)
-            .push(" AND x.high <= ")
+            .push(&format!(" AND {x}.high <= "))
             .text(hi)
             .push(")"),
-        Prefix::Gt => sql.push("x.high > ").text(hi),
-        Prefix::Lt => sql.push("x.low < ").text(lo),
-        Prefix::Ge => sql.push("x.high > ").text(lo),
-        Prefix::Le => sql.push("x.low < ").text(hi),
-        Prefix::Sa => sql.push("x.low >= ").text(hi),
-        Prefix::Eb => sql.push("x.high <= ").text(lo),
+        Prefix::Gt => sql.push(&format!("{x}.high > ")).text(hi),
+        Prefix::Lt => sql.push(&format!("{x}.low < ")).text(lo),
+        Prefix::Ge => sql.push(&format!("{x}.high > ")).text(lo),
+        Prefix::Le => sql.push(&format!("{x}.low < ")).text(hi),
+        Prefix::Sa => sql.push(&format!("{x}.low >= ")).text(hi),
+        Prefix::Eb => sql.push(&format!("{x}.high <= ")).text(lo),
         Prefix::Ap => sql
-            .push("x.low < ")
+            .push(&format!("{x}.low < "))
             .text(hi)
-            .push(" AND x.high > ")
+            .push(&format!(" AND {x}.high > "))
             .text(lo),
     };
 }
@@ -329,29 +381,29 @@ fn point_in_date(sql: &mut Sql, column: &str, d: &DateBound) {
     };
 }
 
-fn number(sql: &mut Sql, n: &NumberBound) {
+fn number(sql: &mut Sql, x: &str, n: &NumberBound) {
     match n.prefix {
         Prefix::Eq => sql
-            .push("x.value >= ")
+            .push(&format!("{x}.value >= "))
             .double(n.low)
-            .push(" AND x.value < ")
+            .push(&format!(" AND {x}.value < "))
             .double(n.high),
         Prefix::Ne => sql
-            .push("NOT (x.value >= ")
+            .push(&format!("NOT ({x}.value >= "))
             .double(n.low)
-            .push(" AND x.value < ")
+            .push(&format!(" AND {x}.value < "))
             .double(n.high)
             .push(")"),
-        Prefix::Gt | Prefix::Sa => sql.push("x.value > ").double(n.value),
-        Prefix::Lt | Prefix::Eb => sql.push("x.value < ").double(n.value),
-        Prefix::Ge => sql.push("x.value >= ").double(n.value),
-        Prefix::Le => sql.push("x.value <= ").double(n.value),
+        Prefix::Gt | Prefix::Sa => sql.push(&format!("{x}.value > ")).double(n.value),
+        Prefix::Lt | Prefix::Eb => sql.push(&format!("{x}.value < ")).double(n.value),
+        Prefix::Ge => sql.push(&format!("{x}.value >= ")).double(n.value),
+        Prefix::Le => sql.push(&format!("{x}.value <= ")).double(n.value),
         // "Approximately": within 10% of the value (search.html#prefix).
         Prefix::Ap => {
             let margin = (n.value * 0.1).abs();
-            sql.push("x.value >= ")
+            sql.push(&format!("{x}.value >= "))
                 .double(n.value - margin)
-                .push(" AND x.value <= ")
+                .push(&format!(" AND {x}.value <= "))
                 .double(n.value + margin)
         }
     };
