@@ -22,6 +22,8 @@ both!(
     reindex_rebuilds_the_index_of_existing_data,
     chained_parameters_follow_references_two_levels_deep,
     reverse_chaining_finds_resources_by_what_refers_to_them,
+    include_and_revinclude_add_related_resources_once,
+    bad_include_is_400,
 );
 
 /// Creates `resources`, returning their ids in order.
@@ -522,4 +524,115 @@ async fn reverse_chaining_finds_resources_by_what_refers_to_them(s: Server) {
         "invalid",
     )
     .await;
+}
+
+/// (mode, "Type/id") of every entry of a searchset.
+fn sorted_pairs(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v
+}
+
+fn modes(bundle: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = entries(bundle)
+        .iter()
+        .map(|e| {
+            (
+                e["search"]["mode"].as_str().unwrap_or("").to_string(),
+                format!(
+                    "{}/{}",
+                    e["resource"]["resourceType"].as_str().unwrap(),
+                    e["resource"]["id"].as_str().unwrap()
+                ),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn include_and_revinclude_add_related_resources_once(s: Server) {
+    let (org, sr_a, task_a) = referral_chain(&s, "B86030", "REF-A", "active").await;
+    // A second Task for the same referral: the referral is included once.
+    let task_a2 = s.create(&task(&sr_a, "p1")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, sr_b, task_b) = referral_chain(&s, "B86031", "REF-B", "active").await;
+    let m = |t: &str, id: &str| ("match".to_string(), format!("{t}/{id}"));
+    let i = |t: &str, id: &str| ("include".to_string(), format!("{t}/{id}"));
+
+    let b = s
+        .get_ok(&format!(
+            "/Task?focus=ServiceRequest/{sr_a}&_include=Task:focus"
+        ))
+        .await;
+    assert_eq!(b["total"], 2, "includes do not count towards total");
+    let mut want = vec![
+        m("Task", &task_a),
+        m("Task", &task_a2),
+        i("ServiceRequest", &sr_a),
+    ];
+    want.sort();
+    assert_eq!(modes(&b), want);
+
+    // :iterate goes on from what was included: Task -> referral -> practice.
+    let b = s
+        .get_ok(&format!(
+            "/Task?_id={task_a}&_include=Task:focus&_include:iterate=ServiceRequest:requester"
+        ))
+        .await;
+    let mut want = vec![
+        m("Task", &task_a),
+        i("ServiceRequest", &sr_a),
+        i("Organization", &org),
+    ];
+    want.sort();
+    assert_eq!(modes(&b), want);
+    // Without :iterate the second step does not happen.
+    let b = s
+        .get_ok(&format!(
+            "/Task?_id={task_a}&_include=Task:focus&_include=ServiceRequest:requester"
+        ))
+        .await;
+    assert_eq!(modes(&b).len(), 2);
+
+    let b = s
+        .get_ok(&format!(
+            "/ServiceRequest?_id={sr_b}&_revinclude=Task:focus"
+        ))
+        .await;
+    assert_eq!(
+        modes(&b),
+        sorted_pairs(vec![m("ServiceRequest", &sr_b), i("Task", &task_b)])
+    );
+
+    // The include's target type narrows it.
+    let b = s
+        .get_ok(&format!("/Task?_id={task_a}&_include=Task:focus:Patient"))
+        .await;
+    assert_eq!(modes(&b), vec![m("Task", &task_a)]);
+    // Deleted resources are not included.
+    assert_eq!(
+        s.delete(&format!("/ServiceRequest/{sr_a}"))
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
+    let b = s
+        .get_ok(&format!("/Task?_id={task_a}&_include=Task:focus"))
+        .await;
+    assert_eq!(modes(&b), vec![m("Task", &task_a)]);
+}
+
+async fn bad_include_is_400(s: Server) {
+    for q in [
+        "/Task?_include=Task",
+        "/Task?_include=Task:status",
+        "/Task?_include=Nope:focus",
+        "/Task?_include:deep=Task:focus",
+        "/Task?_include=Task:owner:Observation",
+    ] {
+        assert_outcome(s.get(q).await, 400, "invalid").await;
+    }
 }

@@ -157,15 +157,18 @@ pub fn searchset(
         .flatten()
         .map(|last| encode_cursor("id", &last.res_id));
     let links = page_links(&format!("{base}/{res_type}"), &kept, q.count, next);
+    let included = page.included.into_iter().map(|c| (c, "include"));
     let entries = page
         .items
         .into_iter()
-        .map(|c| {
+        .map(|c| (c, "match"))
+        .chain(included)
+        .map(|(c, mode)| {
             let body = super::summary::apply_to_text(&c.body, q.summary, q.elements.as_deref())?;
             Ok(Entry {
                 full_url: Some(format!("{base}/{}/{}", c.res_type, c.res_id)),
                 resource: raw(body),
-                search: Some(SearchInfo { mode: "match" }),
+                search: Some(SearchInfo { mode }),
                 ..Default::default()
             })
         })

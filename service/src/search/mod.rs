@@ -110,9 +110,22 @@ pub struct Clause {
     pub any_of: Vec<Match>,
 }
 
+/// `_include` / `_revinclude`: follow `param` of `source` resources
+/// (forward: from the matches to what they refer to; reverse: from
+/// `source` resources that refer to the matches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    pub reverse: bool,
+    pub iterate: bool,
+    pub source: String,
+    pub param: String,
+    pub target: Option<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
     pub clauses: Vec<Clause>,
+    pub includes: Vec<Include>,
     pub count: i64,
     pub after_id: Option<String>,
     pub summary: Option<Summary>,
@@ -150,10 +163,51 @@ pub fn parse_elements(value: &str) -> Vec<String> {
 /// Parameters that shape the response, or that this server ignores by
 /// design, rather than select resources.
 fn is_result_param(name: &str) -> bool {
-    matches!(
-        name,
-        "_format" | "_pretty" | "_total" | "_sort" | "_include" | "_revinclude"
-    )
+    matches!(name, "_format" | "_pretty" | "_total" | "_sort")
+}
+
+/// `Source:param[:Target]`, the value of `_include` and `_revinclude`.
+fn parse_include(registry: &Registry, name: &str, value: &str) -> FhirResult<Include> {
+    let (base, modifier) = match name.split_once(':') {
+        Some((b, m)) => (b, Some(m)),
+        None => (name, None),
+    };
+    let bad =
+        |what: String| FhirError::invalid_at(format!("{name}={value}: {what}"), base.to_string());
+    let iterate = match modifier {
+        None => false,
+        Some("iterate") | Some("recurse") => true,
+        Some(m) => return Err(bad(format!("':{m}' is not a modifier of {base}"))),
+    };
+    let mut parts = value.split(':');
+    let (Some(source), Some(param)) = (parts.next(), parts.next()) else {
+        return Err(bad("expected SourceType:parameter[:TargetType]".into()));
+    };
+    let target = parts.next().map(String::from);
+    if parts.next().is_some() {
+        return Err(bad("expected SourceType:parameter[:TargetType]".into()));
+    }
+    match registry.get(source, param) {
+        Some(p) if p.kind == Kind::Reference => {
+            if let Some(t) = &target {
+                if !p.targets.contains(t) {
+                    return Err(bad(format!("{source}.{param} does not refer to {t}")));
+                }
+            }
+        }
+        _ => {
+            return Err(bad(format!(
+                "{source} has no reference parameter '{param}'"
+            )))
+        }
+    }
+    Ok(Include {
+        reverse: base == "_revinclude",
+        iterate,
+        source: source.to_string(),
+        param: param.to_string(),
+        target,
+    })
 }
 
 impl SearchQuery {
@@ -189,6 +243,10 @@ impl SearchQuery {
                 "_cursor" => {
                     q.after_id = Some(decode_cursor(value, "id")?);
                     false
+                }
+                n if n.starts_with("_include") || n.starts_with("_revinclude") => {
+                    q.includes.push(parse_include(registry, n, value)?);
+                    true
                 }
                 n if is_result_param(n) => false,
                 _ => match parse_clause(registry, res_type, name, value, 0)? {

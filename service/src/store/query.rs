@@ -16,6 +16,8 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub total: i64,
     pub more: bool,
+    /// Resources brought in by `_include` / `_revinclude` (searches only).
+    pub included: Vec<T>,
 }
 
 pub enum HistoryScope {
@@ -77,7 +79,12 @@ impl Store {
             .map_err(db_error)?;
         let more = items.len() as i64 > q.count;
         items.truncate(q.count as usize);
-        Ok(Page { items, total, more })
+        Ok(Page {
+            items,
+            total,
+            more,
+            included: vec![],
+        })
     }
 }
 

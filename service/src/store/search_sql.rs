@@ -11,8 +11,11 @@ use super::{Current, Page};
 use crate::fhir::outcome::FhirResult;
 use crate::search::index::cap;
 use crate::search::registry::Kind;
+use std::collections::HashSet;
+
 use crate::search::{
-    Clause, DateBound, Match, NumberBound, Prefix, SearchQuery, StringMatch, Target, TokenFilter,
+    Clause, DateBound, Include, Match, NumberBound, Prefix, SearchQuery, StringMatch, Target,
+    TokenFilter,
 };
 
 enum Bind {
@@ -106,6 +109,7 @@ pub(super) fn search(
             items: vec![],
             total,
             more: false,
+            included: vec![],
         });
     }
     let mut page = Sql::new(c);
@@ -118,7 +122,109 @@ pub(super) fn search(
     let mut items = load!(c, page, Current)?;
     let more = items.len() as i64 > q.count;
     items.truncate(q.count as usize);
-    Ok(Page { items, total, more })
+    let included = includes(c, &items, &q.includes)?;
+    Ok(Page {
+        items,
+        total,
+        more,
+        included,
+    })
+}
+
+/// At most this many resources are added to one page by includes.
+pub const MAX_INCLUDED: usize = 1000;
+/// Rounds of `:iterate`, each following the includes from what the last added.
+const MAX_ITERATIONS: usize = 4;
+
+/// The resources `_include` / `_revinclude` add to a page of matches.
+fn includes(
+    c: &mut AnyConnection,
+    matches: &[Current],
+    specs: &[Include],
+) -> FhirResult<Vec<Current>> {
+    if specs.is_empty() || matches.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut seen: HashSet<(String, String)> = matches
+        .iter()
+        .map(|m| (m.res_type.clone(), m.res_id.clone()))
+        .collect();
+    let mut added: Vec<Current> = vec![];
+    let mut frontier: Vec<Current> = matches.to_vec();
+    for round in 0..MAX_ITERATIONS {
+        let mut next = vec![];
+        for spec in specs.iter().filter(|s| round == 0 || s.iterate) {
+            for found in follow(c, &frontier, spec)? {
+                if added.len() >= MAX_INCLUDED {
+                    return Ok(added);
+                }
+                if seen.insert((found.res_type.clone(), found.res_id.clone())) {
+                    next.push(found.clone());
+                    added.push(found);
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    Ok(added)
+}
+
+/// One include step from `from`: the live resources it reaches.
+fn follow(c: &mut AnyConnection, from: &[Current], spec: &Include) -> FhirResult<Vec<Current>> {
+    let sources: Vec<&Current> = from
+        .iter()
+        .filter(|r| spec.reverse || r.res_type == spec.source)
+        .collect();
+    if sources.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut sql = Sql::new(c);
+    sql.push(
+        "SELECT DISTINCT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.body \
+              FROM search_reference x JOIN resources r ON ",
+    );
+    if spec.reverse {
+        // Resources of `source` whose `param` points at one of `from`.
+        sql.push("r.res_type = x.res_type AND r.res_id = x.res_id WHERE x.res_type = ")
+            .text(&spec.source)
+            .push(" AND x.param = ")
+            .text(&spec.param)
+            .push(" AND (");
+        for (i, m) in sources.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { " OR (" })
+                .push("x.target_type = ")
+                .text(&m.res_type)
+                .push(" AND x.target_id = ")
+                .text(&m.res_id)
+                .push(")");
+        }
+        sql.push(")");
+    } else {
+        // What `param` of the `source` resources in `from` points at.
+        sql.push("r.res_type = x.target_type AND r.res_id = x.target_id WHERE x.res_type = ")
+            .text(&spec.source)
+            .push(" AND x.param = ")
+            .text(&spec.param)
+            .push(" AND x.res_id IN (");
+        for (i, m) in sources.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.text(&m.res_id);
+        }
+        sql.push(")");
+        if let Some(t) = &spec.target {
+            sql.push(" AND x.target_type = ").text(t);
+        }
+    }
+    sql.push(&format!(
+        " AND NOT r.deleted ORDER BY r.res_type, r.res_id LIMIT {}",
+        MAX_INCLUDED + 1
+    ));
+    load!(c, sql, Current)
 }
 
 /// Ids of matching resources, at most `limit`.
