@@ -8,8 +8,11 @@
 #      SQLite and the PostgreSQL backend);
 #   3. builds and runs the Rust test suite (cargo nextest when installed,
 #      cargo test otherwise); extra arguments go to that test runner;
-#   4. runs the independent Python FHIR client check
-#      (tests/python/check_fhirclient.py) against a real `sp-hub serve`.
+#   4. runs the independent Python FHIR client checks against a real
+#      `sp-hub serve`, each on its own fresh SQLite file:
+#      tests/python/check_fhirclient.py (fhir.resources validates what the
+#      server writes) and tests/python/check_fhirpy.py (the fhirpy client
+#      drives search: chaining, _has, _include/_revinclude, paging, ...).
 #
 # Everything temporary lives in one mktemp directory that is removed on exit,
 # together with the PostgreSQL cluster and the server, even on failure or
@@ -250,7 +253,8 @@ if ((RUST_RC != 0)) && [[ ${RUST_FAILED:-0} -eq 0 ]]; then
 fi
 
 # ---------------------------------------------------------------------------
-# Independent FHIR client check (Python, fhir.resources) against sp-hub serve
+# Independent FHIR client checks (Python: fhir.resources, fhirpy) against
+# sp-hub serve
 # ---------------------------------------------------------------------------
 VENV="$REPO_ROOT/target/py-venv"
 REQS="$REPO_ROOT/tests/python/requirements.txt"
@@ -269,10 +273,43 @@ setup_venv() {
 	printf '%s\n' "$want" >"$stamp"
 }
 
-run_python_check() {
-	local bin="$REPO_ROOT/target/debug/sp-hub" out="$WORK_DIR/server.out" err="$WORK_DIR/server.err"
-	local url="" line i
+# Starts `sp-hub serve` on a new SQLite file, so each check gets a fresh,
+# empty server; sets SERVER_PID, SERVER_URL and SERVER_ERR (its stderr), or
+# returns 1 after printing why.
+start_server() {
+	local name="$1" bin="$REPO_ROOT/target/debug/sp-hub" out="$WORK_DIR/server-$1.out"
+	local line i
+	SERVER_URL=""
+	SERVER_ERR="$WORK_DIR/server-$name.err"
+	: >"$out"
+	"$bin" serve --listen 127.0.0.1:0 --database-url "$WORK_DIR/$name.db" >"$out" 2>"$SERVER_ERR" &
+	SERVER_PID=$!
+	for ((i = 0; i < 300; i++)); do
+		if IFS= read -r line <"$out" && [[ $line =~ ^sp-hub\ listening\ on\ (http://[^[:space:]]+)$ ]]; then
+			SERVER_URL="${BASH_REMATCH[1]}"
+			return 0
+		fi
+		kill -0 "$SERVER_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	log "sp-hub serve did not report 'sp-hub listening on http://...' on stdout; stdout:"
+	head -n 5 "$out" >&2 || true
+	log "stderr (last 30 lines):"
+	tail -n 30 "$SERVER_ERR" >&2 || true
+	stop_server
+	return 1
+}
 
+stop_server() {
+	if [[ -n $SERVER_PID ]]; then
+		kill "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+		SERVER_PID=""
+	fi
+}
+
+# The virtualenv and the server binary both checks need.
+prepare_python_checks() {
 	setup_venv || {
 		log "could not set up the Python virtualenv"
 		return 1
@@ -282,42 +319,31 @@ run_python_check() {
 		log "cargo build -p sp-hub failed"
 		return 1
 	}
+}
 
-	: >"$out"
-	"$bin" serve --listen 127.0.0.1:0 --database-url "$WORK_DIR/check.db" >"$out" 2>"$err" &
-	SERVER_PID=$!
-	for ((i = 0; i < 300; i++)); do
-		if IFS= read -r line <"$out" && [[ $line =~ ^sp-hub\ listening\ on\ (http://[^[:space:]]+)$ ]]; then
-			url="${BASH_REMATCH[1]}"
-			break
-		fi
-		kill -0 "$SERVER_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	if [[ -z $url ]]; then
-		log "sp-hub serve did not report 'sp-hub listening on http://...' on stdout; stdout:"
-		head -n 5 "$out" >&2 || true
-		log "stderr (last 30 lines):"
-		tail -n 30 "$err" >&2 || true
-		return 1
-	fi
-
-	log "running tests/python/check_fhirclient.py against $url"
-	local rc=0
-	"$VENV/bin/python" "$REPO_ROOT/tests/python/check_fhirclient.py" "$url" || rc=$?
-
-	kill "$SERVER_PID" 2>/dev/null || true
-	wait "$SERVER_PID" 2>/dev/null || true
-	SERVER_PID=""
+# Runs tests/python/<script> against its own fresh server.
+run_python_check() {
+	local name="$1" script="$2" rc=0
+	start_server "$name" || return 1
+	log "running tests/python/$script against $SERVER_URL"
+	"$VENV/bin/python" "$REPO_ROOT/tests/python/$script" "$SERVER_URL" || rc=$?
+	stop_server
 	if ((rc != 0)); then
 		log "server stderr (last 30 lines):"
-		tail -n 30 "$err" >&2 || true
+		tail -n 30 "$SERVER_ERR" >&2 || true
 	fi
 	return "$rc"
 }
 
-PY_RC=0
-run_python_check || PY_RC=$?
+FHIRCLIENT_RC=0
+FHIRPY_RC=0
+if prepare_python_checks; then
+	run_python_check fhirclient check_fhirclient.py || FHIRCLIENT_RC=$?
+	run_python_check fhirpy check_fhirpy.py || FHIRPY_RC=$?
+else
+	FHIRCLIENT_RC=1
+	FHIRPY_RC=1
+fi
 
 # ---------------------------------------------------------------------------
 # Summary
@@ -328,17 +354,20 @@ if ((RUST_RC == 0)); then
 else
 	echo "rust tests ($RUNNER): FAILED (exit status $RUST_RC)"
 fi
-if ((PY_RC == 0)); then
-	echo "python fhirclient check: ok"
-else
-	echo "python fhirclient check: FAILED"
-fi
+PY_PASSED=0
+for check in fhirclient:$FHIRCLIENT_RC fhirpy:$FHIRPY_RC; do
+	if [[ ${check#*:} == 0 ]]; then
+		echo "python ${check%%:*} check: ok"
+		PY_PASSED=$((PY_PASSED + 1))
+	else
+		echo "python ${check%%:*} check: FAILED"
+	fi
+done
 if [[ -n $RUST_PASSED ]]; then
-	# The Python check counts as one test.
-	py_pass=$((PY_RC == 0 ? 1 : 0))
-	echo "$((RUST_PASSED + py_pass)) passed, $((RUST_FAILED + 1 - py_pass)) failed"
+	# Each Python check counts as one test.
+	echo "$((RUST_PASSED + PY_PASSED)) passed, $((RUST_FAILED + 2 - PY_PASSED)) failed"
 fi
 
-if ((RUST_RC != 0 || PY_RC != 0)); then
+if ((RUST_RC != 0 || FHIRCLIENT_RC != 0 || FHIRPY_RC != 0)); then
 	exit 1
 fi

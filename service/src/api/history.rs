@@ -75,12 +75,24 @@ fn bundle_of(
         .filter(|(k, _)| matches!(k.as_str(), "_since" | "_at"))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let next = page
-        .more
-        .then(|| page.items.last())
-        .flatten()
-        .map(|last| encode_cursor("seq", &last.seq.to_string()));
-    let links = bundle::page_links(&format!("{base}/{path}"), &kept, q.count, next);
+    let last = page.items.last();
+    let (next, poll) = match q.after_tick {
+        Some(from) => {
+            let reached = last.and_then(|l| l.tick).unwrap_or(from);
+            (
+                page.more.then(|| ("_feed", reached.to_string())),
+                Some(reached),
+            )
+        }
+        None => {
+            let next = page.more.then_some(last).flatten();
+            (
+                next.map(|l| ("_cursor", encode_cursor("seq", &l.seq.to_string()))),
+                None,
+            )
+        }
+    };
+    let links = bundle::page_links(&format!("{base}/{path}"), &kept, q.count, next, poll);
     let entries = page
         .items
         .into_iter()

@@ -108,20 +108,24 @@ pub fn raw(json: String) -> Option<Box<RawValue>> {
 
 /// `self` and (when another page follows) `next` links for a search or
 /// history page at `url`: `params` are the parameters that were applied.
+/// `next` carries the paging parameter and its value (`_cursor`, or
+/// `_feed` for the change feed). A change feed also gets a `poll` link: the
+/// URL to call next time, resuming after the last change this page holds.
 pub fn page_links(
     url: &str,
     params: &[(&str, &str)],
     count: i64,
-    next_cursor: Option<String>,
+    next: Option<(&str, String)>,
+    poll: Option<i64>,
 ) -> Vec<Link> {
-    let with = |cursor: Option<&str>| {
+    let with = |extra: Option<(&str, &str)>| {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in params {
             s.append_pair(k, v);
         }
         s.append_pair("_count", &count.to_string());
-        if let Some(c) = cursor {
-            s.append_pair("_cursor", c);
+        if let Some((k, v)) = extra {
+            s.append_pair(k, v);
         }
         format!("{url}?{}", s.finish())
     };
@@ -129,10 +133,16 @@ pub fn page_links(
         relation: "self",
         url: with(None),
     }];
-    if let Some(c) = next_cursor {
+    if let Some((k, v)) = &next {
         links.push(Link {
             relation: "next",
-            url: with(Some(&c)),
+            url: with(Some((k, v))),
+        });
+    }
+    if let Some(tick) = poll {
+        links.push(Link {
+            relation: "poll",
+            url: with(Some(("_feed", &tick.to_string()))),
         });
     }
     links
@@ -151,12 +161,24 @@ pub fn searchset(
         .filter(|(k, _)| k != "_count")
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let next = page
-        .more
-        .then(|| page.items.last())
-        .flatten()
-        .map(|last| encode_cursor("id", &last.res_id));
-    let links = page_links(&format!("{base}/{res_type}"), &kept, q.count, next);
+    let last = page.items.last();
+    let (next, poll) = match q.feed {
+        Some(from) => {
+            let reached = last.map_or(from, |l| l.tick);
+            (
+                page.more.then(|| ("_feed", reached.to_string())),
+                Some(reached),
+            )
+        }
+        None => {
+            let next = page.more.then_some(last).flatten();
+            (
+                next.map(|l| ("_cursor", encode_cursor("id", &l.res_id))),
+                None,
+            )
+        }
+    };
+    let links = page_links(&format!("{base}/{res_type}"), &kept, q.count, next, poll);
     let included = page.included.into_iter().map(|c| (c, "include"));
     let entries = page
         .items

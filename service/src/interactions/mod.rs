@@ -226,6 +226,7 @@ pub fn history_query(scope: HistoryScope, params: &[(String, String)]) -> FhirRe
         at: None,
         count: crate::search::DEFAULT_COUNT,
         before_seq: None,
+        after_tick: None,
     };
     let bad_date = |name: &str, value: &str| {
         FhirError::invalid_at(
@@ -250,6 +251,7 @@ pub fn history_query(scope: HistoryScope, params: &[(String, String)]) -> FhirRe
                 ));
             }
             "_count" => q.count = crate::search::parse_count(value)?,
+            "_feed" => q.after_tick = Some(crate::search::parse_feed(value)?),
             "_cursor" => {
                 let seq = crate::search::decode_cursor(value, "seq")?;
                 q.before_seq = Some(seq.parse().map_err(|_| {

@@ -128,6 +128,9 @@ pub struct SearchQuery {
     pub includes: Vec<Include>,
     pub count: i64,
     pub after_id: Option<String>,
+    /// Change feed: only resources whose current version was committed
+    /// after this tick, in commit order.
+    pub feed: Option<i64>,
     pub summary: Option<Summary>,
     pub elements: Option<Vec<String>>,
     /// The parameters that were applied, in the order given, for self links.
@@ -242,6 +245,10 @@ impl SearchQuery {
                 }
                 "_cursor" => {
                     q.after_id = Some(decode_cursor(value, "id")?);
+                    false
+                }
+                "_feed" => {
+                    q.feed = Some(parse_feed(value)?);
                     false
                 }
                 n if n.starts_with("_include") || n.starts_with("_revinclude") => {
@@ -526,6 +533,16 @@ pub fn check_text(name: &str, value: &str) -> FhirResult<()> {
         ));
     }
     Ok(())
+}
+
+/// `_feed=<tick>`: a position in the change feed (0 is the beginning).
+pub fn parse_feed(value: &str) -> FhirResult<i64> {
+    value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+        FhirError::invalid_at(
+            format!("_feed must be a position in the change feed (a whole number, 0 to start); got '{value}'"),
+            "_feed",
+        )
+    })
 }
 
 pub fn parse_count(value: &str) -> FhirResult<i64> {

@@ -27,6 +27,8 @@ pub struct Current {
     pub last_updated: String,
     pub deleted: bool,
     pub body: String,
+    /// Position in the change feed (commit order) of the current version.
+    pub tick: i64,
 }
 
 /// One historical version; `body` is `None` for a delete.
@@ -40,6 +42,8 @@ pub struct Version {
     pub last_updated: String,
     pub method: String,
     pub body: Option<String>,
+    /// Position in the change feed; set as the writing transaction commits.
+    pub tick: Option<i64>,
 }
 
 /// The index rows of one resource, produced by `search::index` and

@@ -35,6 +35,8 @@ pub struct HistoryQuery {
     pub count: i64,
     /// Keyset cursor: only versions with a smaller `seq`.
     pub before_seq: Option<i64>,
+    /// Change feed: versions committed after this tick, oldest first.
+    pub after_tick: Option<i64>,
 }
 
 impl Store {
@@ -71,8 +73,12 @@ impl Store {
         if let Some(seq) = q.before_seq {
             page = page.filter(resource_versions::seq.lt(seq));
         }
+        page = match q.after_tick {
+            // The feed reads in commit order; plain history newest first.
+            Some(_) => page.order(resource_versions::tick.asc()),
+            None => page.order(resource_versions::seq.desc()),
+        };
         let mut items = page
-            .order(resource_versions::seq.desc())
             .limit(q.count + 1)
             .select(Version::as_select())
             .load(&mut c)
@@ -130,6 +136,9 @@ fn history_filtered(q: &HistoryQuery) -> resource_versions::BoxedQuery<'_, Db> {
                 .filter(resource_versions::res_type.eq(t))
                 .filter(resource_versions::res_id.eq(id))
         }
+    }
+    if let Some(tick) = q.after_tick {
+        query = query.filter(resource_versions::tick.gt(tick));
     }
     if let Some(since) = &q.since {
         query = query.filter(resource_versions::last_updated.ge(since));

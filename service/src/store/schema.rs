@@ -9,6 +9,14 @@ diesel::table! {
         last_updated -> Text,
         method -> Text,
         body -> Nullable<Text>,
+        tick -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    feed_clock (id) {
+        id -> Integer,
+        last -> BigInt,
     }
 }
 
@@ -20,6 +28,7 @@ diesel::table! {
         last_updated -> Text,
         deleted -> Bool,
         body -> Text,
+        tick -> BigInt,
     }
 }
 

@@ -113,12 +113,19 @@ pub(super) fn search(
         });
     }
     let mut page = Sql::new(c);
-    page.push("SELECT r0.res_type, r0.res_id, r0.version, r0.last_updated, r0.deleted, r0.body FROM resources r0 WHERE ");
+    page.push("SELECT r0.res_type, r0.res_id, r0.version, r0.last_updated, r0.deleted, r0.body, r0.tick FROM resources r0 WHERE ");
     conditions(&mut page, res_type, q);
-    if let Some(after) = &q.after_id {
-        page.push(" AND r0.res_id > ").text(after);
-    }
-    page.push(&format!(" ORDER BY r0.res_id LIMIT {}", q.count + 1));
+    match q.feed {
+        // The change feed reads in commit order, resuming after a tick.
+        Some(_) => page.push(" ORDER BY r0.tick"),
+        None => {
+            if let Some(after) = &q.after_id {
+                page.push(" AND r0.res_id > ").text(after);
+            }
+            page.push(" ORDER BY r0.res_id")
+        }
+    };
+    page.push(&format!(" LIMIT {}", q.count + 1));
     let mut items = load!(c, page, Current)?;
     let more = items.len() as i64 > q.count;
     items.truncate(q.count as usize);
@@ -183,7 +190,7 @@ fn follow(c: &mut AnyConnection, from: &[Current], spec: &Include) -> FhirResult
     }
     let mut sql = Sql::new(c);
     sql.push(
-        "SELECT DISTINCT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.body \
+        "SELECT DISTINCT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.body, r.tick \
               FROM search_reference x JOIN resources r ON ",
     );
     if spec.reverse {
@@ -245,6 +252,9 @@ fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery) {
     sql.push("r0.res_type = ")
         .text(res_type)
         .push(" AND NOT r0.deleted");
+    if let Some(tick) = q.feed {
+        sql.push(&format!(" AND r0.tick > {tick}"));
+    }
     for clause in &q.clauses {
         sql.push(" AND ");
         condition(sql, clause, 0);

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::pool::{db_error, AnyConnection, Store};
 use super::schema::{
-    resource_versions, resources, search_date, search_number, search_quantity, search_reference,
-    search_string, search_token, search_uri,
+    feed_clock, resource_versions, resources, search_date, search_number, search_quantity,
+    search_reference, search_string, search_token, search_uri,
 };
 use super::{Current, IndexRows};
 use crate::fhir::outcome::{FhirError, FhirResult};
@@ -65,6 +65,8 @@ const ATTEMPTS: usize = 5;
 pub struct Tx<'c> {
     c: &'c mut AnyConnection,
     lost: bool,
+    /// (type, id, version) of every version written, in order.
+    written: Vec<(String, String, i32)>,
 }
 
 impl Tx<'_> {
@@ -103,13 +105,19 @@ impl Tx<'_> {
     where
         F: Fn(Option<&Current>) -> FhirResult<Decision>,
     {
-        write_in(self.c, res_type, res_id, &decide).map_err(|e| match e {
+        let outcome = write_in(self.c, res_type, res_id, &decide).map_err(|e| match e {
             Attempt::Lost => {
                 self.lost = true;
                 FhirError::Conflict(format!("{res_type}/{res_id} was changed concurrently"))
             }
             Attempt::Failed(e) => e,
-        })
+        })?;
+        if outcome.changed {
+            let c = &outcome.current;
+            self.written
+                .push((c.res_type.clone(), c.res_id.clone(), c.version));
+        }
+        Ok(outcome)
     }
 }
 
@@ -123,14 +131,22 @@ impl Store {
         F: Fn(&mut Tx) -> FhirResult<T>,
     {
         self.retrying(|c| {
-            let mut tx = Tx { c, lost: false };
-            f(&mut tx).map_err(|e| {
-                if tx.lost {
+            let mut tx = Tx {
+                c,
+                lost: false,
+                written: vec![],
+            };
+            let result = f(&mut tx);
+            let (lost, written) = (tx.lost, std::mem::take(&mut tx.written));
+            let value = result.map_err(|e| {
+                if lost {
                     Attempt::Lost
                 } else {
                     Attempt::Failed(e)
                 }
-            })
+            })?;
+            stamp_ticks(c, &written)?;
+            Ok(value)
         })
         .map_err(|e| {
             e.unwrap_or_else(|| {
@@ -197,6 +213,42 @@ impl Store {
     }
 }
 
+/// Gives this transaction's versions their places in the change feed. The
+/// clock row is updated last and stays locked until commit, so ticks are
+/// handed out in commit order (see migration 2026-11-25-000003).
+fn stamp_ticks(c: &mut AnyConnection, written: &[(String, String, i32)]) -> Result<(), Attempt> {
+    if written.is_empty() {
+        return Ok(());
+    }
+    let n = written.len() as i64;
+    diesel::update(feed_clock::table.find(1))
+        .set(feed_clock::last.eq(feed_clock::last + n))
+        .execute(c)?;
+    let last: i64 = feed_clock::table
+        .find(1)
+        .select(feed_clock::last)
+        .first(c)?;
+    for (i, (t, id, v)) in written.iter().enumerate() {
+        let tick = last - n + 1 + i as i64;
+        diesel::update(
+            resource_versions::table
+                .filter(resource_versions::res_type.eq(t))
+                .filter(resource_versions::res_id.eq(id))
+                .filter(resource_versions::version.eq(v)),
+        )
+        .set(resource_versions::tick.eq(tick))
+        .execute(c)?;
+        diesel::update(
+            resources::table
+                .find((t, id))
+                .filter(resources::version.eq(v)),
+        )
+        .set(resources::tick.eq(tick))
+        .execute(c)?;
+    }
+    Ok(())
+}
+
 fn write_in<F>(
     c: &mut AnyConnection,
     res_type: &str,
@@ -235,6 +287,7 @@ where
                 last_updated: now,
                 deleted: false,
                 body,
+                tick: 0,
             };
             save(c, current.as_ref(), &row, method, &index)?;
             row
@@ -247,6 +300,7 @@ where
                 last_updated: now,
                 deleted: true,
                 body: String::new(),
+                tick: 0,
             };
             save(c, current.as_ref(), &row, "DELETE", &IndexRows::default())?;
             row
