@@ -24,6 +24,7 @@ both!(
     reverse_chaining_finds_resources_by_what_refers_to_them,
     include_and_revinclude_add_related_resources_once,
     bad_include_is_400,
+    total_none_leaves_out_the_count,
 );
 
 /// Creates `resources`, returning their ids in order.
@@ -635,4 +636,17 @@ async fn bad_include_is_400(s: Server) {
     ] {
         assert_outcome(s.get(q).await, 400, "invalid").await;
     }
+}
+
+async fn total_none_leaves_out_the_count(s: Server) {
+    seed(
+        &s,
+        &[task_with("requested", "Organization/vcs1", "fulfill")],
+    )
+    .await;
+    let b = s.get_ok("/Task?_total=none").await;
+    assert!(b.get("total").is_none(), "{b}");
+    assert_eq!(entry_ids(&b).len(), 1);
+    assert_eq!(s.get_ok("/Task?_total=accurate").await["total"], 1);
+    assert_outcome(s.get("/Task?_total=some").await, 400, "invalid").await;
 }

@@ -23,6 +23,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let store = web::block(move || Store::open(&url))
         .await
         .map_err(|e| e.to_string())??;
+    crate::search::set_cursor_key(store.secret("cursor-key")?.as_bytes());
     let started = crate::fhir::instant::now();
     let state = web::Data::new(AppState {
         store,

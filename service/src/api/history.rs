@@ -120,5 +120,5 @@ fn bundle_of(
             }
         })
         .collect();
-    Bundle::new("history", Some(page.total), links, entries).to_json()
+    Bundle::new("history", page.total, links, entries).to_json()
 }

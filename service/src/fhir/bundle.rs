@@ -195,5 +195,5 @@ pub fn searchset(
             })
         })
         .collect::<FhirResult<Vec<_>>>()?;
-    Ok(Bundle::new("searchset", Some(page.total), links, entries).to_json())
+    Ok(Bundle::new("searchset", page.total, links, entries).to_json())
 }

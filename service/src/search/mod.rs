@@ -9,7 +9,11 @@ pub mod fhirpath;
 pub mod index;
 pub mod registry;
 
+use std::sync::OnceLock;
+
 use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::fhir::outcome::{FhirError, FhirResult};
 pub use date::{DateBound, Prefix};
@@ -131,6 +135,8 @@ pub struct SearchQuery {
     /// Change feed: only resources whose current version was committed
     /// after this tick, in commit order.
     pub feed: Option<i64>,
+    /// `_total=none` skips counting the matches (a second query).
+    pub skip_total: bool,
     pub summary: Option<Summary>,
     pub elements: Option<Vec<String>>,
     /// The parameters that were applied, in the order given, for self links.
@@ -166,7 +172,7 @@ pub fn parse_elements(value: &str) -> Vec<String> {
 /// Parameters that shape the response, or that this server ignores by
 /// design, rather than select resources.
 fn is_result_param(name: &str) -> bool {
-    matches!(name, "_format" | "_pretty" | "_total" | "_sort")
+    matches!(name, "_format" | "_pretty" | "_sort")
 }
 
 /// `Source:param[:Target]`, the value of `_include` and `_revinclude`.
@@ -250,6 +256,20 @@ impl SearchQuery {
                 "_feed" => {
                     q.feed = Some(parse_feed(value)?);
                     false
+                }
+                "_total" => {
+                    q.skip_total = match value.as_str() {
+                        "none" => true,
+                        // The count is exact and cheap on the index tables.
+                        "estimate" | "accurate" => false,
+                        other => {
+                            return Err(FhirError::invalid_at(
+                                format!("_total must be none, estimate or accurate; got '{other}'"),
+                                "_total",
+                            ))
+                        }
+                    };
+                    true
                 }
                 n if n.starts_with("_include") || n.starts_with("_revinclude") => {
                     q.includes.push(parse_include(registry, n, value)?);
@@ -585,17 +605,48 @@ fn token(value: &str) -> TokenFilter {
 }
 
 /// Paging cursors are opaque to clients: `kind:value`, base64url-encoded.
+static CURSOR_KEY: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// Sets the key paging cursors are signed with; every replica must use the
+/// same one (the server reads it from the database at start-up). Without
+/// it a random key for this process is used.
+pub fn set_cursor_key(key: &[u8]) {
+    let _ = CURSOR_KEY.set(key.to_vec());
+}
+
+fn cursor_mac(payload: &[u8]) -> Hmac<Sha256> {
+    let key = CURSOR_KEY.get_or_init(|| uuid::Uuid::new_v4().as_bytes().to_vec());
+    // HMAC takes a key of any length; this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(payload);
+    mac
+}
+
+/// Paging cursors are opaque and tamper-evident: `kind:value`, then a
+/// truncated HMAC of it, both base64url-encoded. A client cannot forge one
+/// to start a page somewhere the server did not send it.
 pub fn encode_cursor(kind: &str, value: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{value}"))
+    let payload = format!("{kind}:{value}");
+    let tag = cursor_mac(payload.as_bytes()).finalize().into_bytes();
+    let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!("{}.{}", b64.encode(&payload), b64.encode(&tag[..16]))
 }
 
 pub fn decode_cursor(token: &str, kind: &str) -> FhirResult<String> {
     let bad =
         || FhirError::invalid_at("_cursor is not a paging link this server issued", "_cursor");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
+    let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (payload, tag) = token.split_once('.').ok_or_else(bad)?;
+    let payload = b64.decode(payload).map_err(|_| bad())?;
+    let tag = b64.decode(tag).map_err(|_| bad())?;
+    // A shorter tag would be easier to guess: only the full 16 bytes count.
+    if tag.len() != 16 {
+        return Err(bad());
+    }
+    cursor_mac(&payload)
+        .verify_truncated_left(&tag)
         .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let text = String::from_utf8(payload).map_err(|_| bad())?;
     text.strip_prefix(kind)
         .and_then(|rest| rest.strip_prefix(':'))
         .map(String::from)
@@ -712,6 +763,12 @@ mod tests {
         assert_eq!(decode_cursor(&c, "id").unwrap(), "abc");
         assert!(decode_cursor(&c, "seq").is_err());
         assert!(decode_cursor("!!", "id").is_err());
+        // Changing the payload, or dropping the signature, is caught.
+        let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (_, tag) = c.split_once('.').unwrap();
+        let forged = format!("{}.{tag}", b64.encode("id:zzz"));
+        assert!(decode_cursor(&forged, "id").is_err());
+        assert!(decode_cursor(&b64.encode("id:abc"), "id").is_err());
     }
 
     #[test]

@@ -132,6 +132,39 @@ impl Store {
         })
     }
 
+    /// The secret named `name`, created (random) by whichever replica asks
+    /// first; every replica then reads the same one.
+    pub fn secret(&self, name: &str) -> Result<String, String> {
+        use super::schema::server_secrets;
+        use diesel::sql_types::Text;
+        let fresh = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut conn = self.write.get().map_err(|e| e.to_string())?;
+        let inserted = match &mut *conn {
+            AnyConnection::Postgresql(c) => diesel::sql_query(
+                "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind::<Text, _>(name)
+            .bind::<Text, _>(&fresh)
+            .execute(c),
+            AnyConnection::Sqlite(c) => diesel::sql_query(
+                "INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind::<Text, _>(name)
+            .bind::<Text, _>(&fresh)
+            .execute(c),
+        };
+        inserted.map_err(|e| format!("cannot store the {name} secret: {e}"))?;
+        server_secrets::table
+            .find(name)
+            .select(server_secrets::value)
+            .first(&mut conn)
+            .map_err(|e| format!("cannot read the {name} secret: {e}"))
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -14,7 +14,8 @@ type Db = <AnyConnection as Connection>::Backend;
 /// One page of results, and whether another follows.
 pub struct Page<T> {
     pub items: Vec<T>,
-    pub total: i64,
+    /// How many match in all; `None` when the client asked not to count.
+    pub total: Option<i64>,
     pub more: bool,
     /// Resources brought in by `_include` / `_revinclude` (searches only).
     pub included: Vec<T>,
@@ -87,7 +88,7 @@ impl Store {
         items.truncate(q.count as usize);
         Ok(Page {
             items,
-            total,
+            total: Some(total),
             more,
             included: vec![],
         })

@@ -104,3 +104,10 @@ diesel::table! {
         code -> Text,
     }
 }
+
+diesel::table! {
+    server_secrets (name) {
+        name -> Text,
+        value -> Text,
+    }
+}

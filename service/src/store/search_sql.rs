@@ -100,10 +100,14 @@ pub(super) fn search(
     res_type: &str,
     q: &SearchQuery,
 ) -> FhirResult<Page<Current>> {
-    let mut count = Sql::new(c);
-    count.push("SELECT COUNT(*) AS n FROM resources r0 WHERE ");
-    conditions(&mut count, res_type, q);
-    let total = load!(c, count, Count)?.first().map_or(0, |c| c.n);
+    let total = if q.skip_total {
+        None
+    } else {
+        let mut count = Sql::new(c);
+        count.push("SELECT COUNT(*) AS n FROM resources r0 WHERE ");
+        conditions(&mut count, res_type, q);
+        Some(load!(c, count, Count)?.first().map_or(0, |c| c.n))
+    };
     if q.count == 0 {
         return Ok(Page {
             items: vec![],
