@@ -25,6 +25,7 @@ both!(
     include_and_revinclude_add_related_resources_once,
     bad_include_is_400,
     total_none_leaves_out_the_count,
+    sort_orders_by_several_keys_and_pages_stably,
 );
 
 /// Creates `resources`, returning their ids in order.
@@ -649,4 +650,67 @@ async fn total_none_leaves_out_the_count(s: Server) {
     assert_eq!(entry_ids(&b).len(), 1);
     assert_eq!(s.get_ok("/Task?_total=accurate").await["total"], 1);
     assert_outcome(s.get("/Task?_total=some").await, 400, "invalid").await;
+}
+
+/// Ids in the order the search returns them, across all pages.
+async fn in_order(s: &Server, path: &str) -> Vec<String> {
+    s.all_pages(path).await.iter().flat_map(entry_ids).collect()
+}
+
+async fn sort_orders_by_several_keys_and_pages_stably(s: Server) {
+    let person = |family: Option<&str>, born: &str| {
+        let mut p = patient("9434765870");
+        match family {
+            Some(f) => p["name"] = json!([{"family": f}]),
+            None => {
+                p.as_object_mut().unwrap().remove("name");
+            }
+        }
+        p["birthDate"] = json!(born);
+        p
+    };
+    let p = seed(
+        &s,
+        &[
+            person(Some("Brown"), "1950-01-01"),
+            person(Some("adams"), "1960-01-01"),
+            person(Some("Brown"), "1940-01-01"),
+            person(None, "1970-01-01"),
+            person(Some("Cole"), "1930-01-01"),
+        ],
+    )
+    .await;
+    let order = |idx: &[usize]| idx.iter().map(|i| p[*i].clone()).collect::<Vec<_>>();
+    // Case-insensitive, missing last, ties broken by the second key.
+    assert_eq!(
+        in_order(&s, "/Patient?_sort=family,birthdate&_count=2").await,
+        order(&[1, 2, 0, 4, 3])
+    );
+    assert_eq!(
+        in_order(&s, "/Patient?_sort=-family,-birthdate&_count=2").await,
+        order(&[4, 0, 2, 1, 3])
+    );
+    assert_eq!(
+        in_order(&s, "/Patient?_sort=birthdate&_count=3").await,
+        order(&[4, 2, 0, 1, 3])
+    );
+    assert_eq!(
+        in_order(&s, "/Patient?_sort=-birthdate").await,
+        order(&[3, 1, 0, 2, 4])
+    );
+    // Ties on every key fall back to id order.
+    let mut browns = vec![p[0].clone(), p[2].clone()];
+    browns.sort();
+    assert_eq!(
+        in_order(&s, "/Patient?family=brown&_sort=family&_count=1").await,
+        browns
+    );
+    assert_outcome(
+        s.get("/Observation?_sort=value-quantity").await,
+        400,
+        "invalid",
+    )
+    .await;
+    assert_outcome(s.get("/Patient?_sort=nonsense").await, 400, "invalid").await;
+    assert_outcome(s.get("/Patient?_sort=family&_feed=0").await, 400, "invalid").await;
 }

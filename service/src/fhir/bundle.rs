@@ -172,10 +172,13 @@ pub fn searchset(
         }
         None => {
             let next = page.more.then_some(last).flatten();
-            (
-                next.map(|l| ("_cursor", encode_cursor("id", &l.res_id))),
-                None,
-            )
+            let cursor = |l: &Current| match &page.last_sort {
+                Some(values) => {
+                    encode_cursor("sort", &serde_json::to_string(values).unwrap_or_default())
+                }
+                None => encode_cursor("id", &l.res_id),
+            };
+            (next.map(|l| ("_cursor", cursor(l))), None)
         }
     };
     let links = page_links(&format!("{base}/{res_type}"), &kept, q.count, next, poll);

@@ -114,6 +114,58 @@ pub struct Clause {
     pub any_of: Vec<Match>,
 }
 
+/// One `_sort` key. Only parameters whose index holds text sort (number
+/// and quantity do not yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortKey {
+    pub target: Target,
+    pub descending: bool,
+}
+
+/// At most this many `_sort` keys.
+pub const MAX_SORT_KEYS: usize = 3;
+
+fn parse_sort(registry: &Registry, res_type: &str, value: &str) -> FhirResult<Vec<SortKey>> {
+    let keys: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .collect();
+    if keys.len() > MAX_SORT_KEYS {
+        return Err(FhirError::invalid_at(
+            format!("_sort takes at most {MAX_SORT_KEYS} keys"),
+            "_sort",
+        ));
+    }
+    keys.into_iter()
+        .map(|k| {
+            let (descending, code) = match k.strip_prefix('-') {
+                Some(c) => (true, c),
+                None => (false, k),
+            };
+            let bad = |what: &str| FhirError::invalid_at(format!("_sort={value}: {what}"), "_sort");
+            let target = match code {
+                "_id" => Target::Id,
+                "_lastUpdated" => Target::LastUpdated,
+                _ => match registry.get(res_type, code) {
+                    Some(p) if !matches!(p.kind, Kind::Number | Kind::Quantity) => {
+                        Target::Index(p.kind, code.to_string())
+                    }
+                    Some(_) => {
+                        return Err(bad(&format!(
+                            "sorting by the {code} number is not supported yet"
+                        )))
+                    }
+                    None => {
+                        return Err(bad(&format!("{res_type} has no search parameter '{code}'")))
+                    }
+                },
+            };
+            Ok(SortKey { target, descending })
+        })
+        .collect()
+}
+
 /// `_include` / `_revinclude`: follow `param` of `source` resources
 /// (forward: from the matches to what they refer to; reverse: from
 /// `source` resources that refer to the matches).
@@ -132,6 +184,10 @@ pub struct SearchQuery {
     pub includes: Vec<Include>,
     pub count: i64,
     pub after_id: Option<String>,
+    /// `_sort`: keys in order; results are then paged on (keys…, id).
+    pub sort: Vec<SortKey>,
+    /// The sort values and id of the last result of the previous page.
+    pub after_sort: Option<Vec<String>>,
     /// Change feed: only resources whose current version was committed
     /// after this tick, in commit order.
     pub feed: Option<i64>,
@@ -172,7 +228,7 @@ pub fn parse_elements(value: &str) -> Vec<String> {
 /// Parameters that shape the response, or that this server ignores by
 /// design, rather than select resources.
 fn is_result_param(name: &str) -> bool {
-    matches!(name, "_format" | "_pretty" | "_sort")
+    matches!(name, "_format" | "_pretty")
 }
 
 /// `Source:param[:Target]`, the value of `_include` and `_revinclude`.
@@ -250,8 +306,24 @@ impl SearchQuery {
                     true
                 }
                 "_cursor" => {
-                    q.after_id = Some(decode_cursor(value, "id")?);
+                    // Sorted searches page on their sort values, others on id.
+                    match decode_cursor(value, "sort") {
+                        Ok(json) => {
+                            let values = serde_json::from_str(&json).map_err(|_| {
+                                FhirError::invalid_at(
+                                    "_cursor is not a paging link this server issued",
+                                    "_cursor",
+                                )
+                            })?;
+                            q.after_sort = Some(values);
+                        }
+                        Err(_) => q.after_id = Some(decode_cursor(value, "id")?),
+                    }
                     false
+                }
+                "_sort" => {
+                    q.sort = parse_sort(registry, res_type, value)?;
+                    true
                 }
                 "_feed" => {
                     q.feed = Some(parse_feed(value)?);
@@ -296,6 +368,19 @@ impl SearchQuery {
         }
         if q.summary == Some(Summary::Count) {
             q.count = 0;
+        }
+        if q.feed.is_some() && !q.sort.is_empty() {
+            return Err(FhirError::invalid_at(
+                "the change feed is in commit order; it cannot be combined with _sort",
+                "_sort",
+            ));
+        }
+        let keys = q.sort.len() + 1;
+        if q.after_sort.as_ref().is_some_and(|v| v.len() != keys) {
+            return Err(FhirError::invalid_at(
+                "_cursor does not belong to this _sort",
+                "_cursor",
+            ));
         }
         Ok(q)
     }

@@ -19,6 +19,9 @@ pub struct Page<T> {
     pub more: bool,
     /// Resources brought in by `_include` / `_revinclude` (searches only).
     pub included: Vec<T>,
+    /// For `_sort`ed searches: the sort values and id of the last item,
+    /// where the next page starts after.
+    pub last_sort: Option<Vec<String>>,
 }
 
 pub enum HistoryScope {
@@ -91,6 +94,7 @@ impl Store {
             total: Some(total),
             more,
             included: vec![],
+            last_sort: None,
         })
     }
 }

@@ -9,13 +9,13 @@ use diesel::sql_types::{BigInt, Double, Text};
 use super::pool::{db_error, AnyConnection};
 use super::{Current, Page};
 use crate::fhir::outcome::FhirResult;
-use crate::search::index::cap;
-use crate::search::registry::Kind;
 use std::collections::HashSet;
 
+use crate::search::index::cap;
+use crate::search::registry::Kind;
 use crate::search::{
-    Clause, DateBound, Include, Match, NumberBound, Prefix, SearchQuery, StringMatch, Target,
-    TokenFilter,
+    Clause, DateBound, Include, Match, NumberBound, Prefix, SearchQuery, SortKey, StringMatch,
+    Target, TokenFilter, MAX_SORT_KEYS,
 };
 
 enum Bind {
@@ -114,7 +114,11 @@ pub(super) fn search(
             total,
             more: false,
             included: vec![],
+            last_sort: None,
         });
+    }
+    if !q.sort.is_empty() {
+        return sorted(c, res_type, q, total);
     }
     let mut page = Sql::new(c);
     page.push("SELECT r0.res_type, r0.res_id, r0.version, r0.last_updated, r0.deleted, r0.body, r0.tick FROM resources r0 WHERE ");
@@ -139,7 +143,146 @@ pub(super) fn search(
         total,
         more,
         included,
+        last_sort: None,
     })
+}
+
+#[derive(QueryableByName)]
+struct SortedRow {
+    #[diesel(embed)]
+    current: Current,
+    #[diesel(sql_type = Text)]
+    s0: String,
+    #[diesel(sql_type = Text)]
+    s1: String,
+    #[diesel(sql_type = Text)]
+    s2: String,
+}
+
+/// Sorts missing values after present ones in either direction.
+const LAST_ASC: &str = "\u{10FFFF}";
+const LAST_DESC: &str = "";
+
+/// A `_sort`ed page: each key is the smallest (ascending) or largest
+/// (descending) indexed value of the parameter, ties broken by id, paged
+/// by keyset on (keys…, id) like the unsorted search.
+fn sorted(
+    c: &mut AnyConnection,
+    res_type: &str,
+    q: &SearchQuery,
+    total: Option<i64>,
+) -> FhirResult<Page<Current>> {
+    let mut sql = Sql::new(c);
+    sql.push("SELECT * FROM (SELECT r0.res_type, r0.res_id, r0.version, r0.last_updated, r0.deleted, r0.body, r0.tick");
+    for i in 0..MAX_SORT_KEYS {
+        sql.push(", ");
+        match q.sort.get(i) {
+            Some(key) => sort_value(&mut sql, key),
+            None => {
+                sql.text("");
+            }
+        }
+        // Byte order, not the database's locale: the same order on both
+        // backends, and the missing-value sentinels really sort last.
+        if sql.numbered {
+            sql.push(" COLLATE \"C\"");
+        }
+        sql.push(&format!(" AS s{i}"));
+    }
+    sql.push(" FROM resources r0 WHERE ");
+    conditions(&mut sql, res_type, q);
+    sql.push(") t");
+    if let Some(after) = &q.after_sort {
+        // (k0, k1, …, id) strictly after the previous page's last row.
+        sql.push(" WHERE (");
+        let keys = q.sort.len();
+        for upto in 0..=keys {
+            if upto > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("(");
+            for (i, value) in after.iter().enumerate().take(upto) {
+                sql.push(&format!("t.s{i} = ")).text(value).push(" AND ");
+            }
+            let (column, descending) = match q.sort.get(upto) {
+                Some(key) => (format!("t.s{upto}"), key.descending),
+                None => ("t.res_id".to_string(), false),
+            };
+            sql.push(&format!("{column} {} ", if descending { "<" } else { ">" }))
+                .text(&after[upto])
+                .push(")");
+        }
+        sql.push(")");
+    }
+    sql.push(" ORDER BY ");
+    for (i, key) in q.sort.iter().enumerate() {
+        sql.push(&format!(
+            "t.s{i} {}, ",
+            if key.descending { "DESC" } else { "ASC" }
+        ));
+    }
+    sql.push(&format!("t.res_id LIMIT {}", q.count + 1));
+    let mut rows = load!(c, sql, SortedRow)?;
+    let more = rows.len() as i64 > q.count;
+    rows.truncate(q.count as usize);
+    let last_sort = rows.last().map(|r| {
+        let mut v: Vec<String> = [&r.s0, &r.s1, &r.s2]
+            .into_iter()
+            .take(q.sort.len())
+            .cloned()
+            .collect();
+        v.push(r.current.res_id.clone());
+        v
+    });
+    let items: Vec<Current> = rows.into_iter().map(|r| r.current).collect();
+    let included = includes(c, &items, &q.includes)?;
+    Ok(Page {
+        items,
+        total,
+        more,
+        included,
+        last_sort,
+    })
+}
+
+/// The text a resource sorts by for one key.
+fn sort_value(sql: &mut Sql, key: &SortKey) {
+    let (agg, missing) = if key.descending {
+        ("MAX", LAST_DESC)
+    } else {
+        ("MIN", LAST_ASC)
+    };
+    match &key.target {
+        Target::Id => {
+            sql.push("r0.res_id");
+        }
+        Target::LastUpdated => {
+            sql.push("r0.last_updated");
+        }
+        Target::Index(kind, param) => {
+            let column = match kind {
+                Kind::String => "norm",
+                Kind::Token => "code",
+                Kind::Date if key.descending => "high",
+                Kind::Date => "low",
+                Kind::Uri => "uri",
+                Kind::Reference => "target_id",
+                Kind::Number | Kind::Quantity => "value",
+            };
+            sql.push(&format!(
+                "COALESCE((SELECT {agg}(s.{column}) FROM {} s \
+                 WHERE s.res_type = r0.res_type AND s.res_id = r0.res_id AND s.param = ",
+                table_of(*kind)
+            ))
+            .text(param)
+            .push("), ")
+            .text(missing)
+            .push(")");
+        }
+        Target::Chain { .. } | Target::Has { .. } => {
+            sql.text("");
+        }
+    }
 }
 
 /// At most this many resources are added to one page by includes.
