@@ -26,6 +26,7 @@ both!(
     bad_include_is_400,
     total_none_leaves_out_the_count,
     sort_orders_by_several_keys_and_pages_stably,
+    text_of_type_and_identifier_modifiers_search_their_companion_index,
 );
 
 /// Creates `resources`, returning their ids in order.
@@ -713,4 +714,61 @@ async fn sort_orders_by_several_keys_and_pages_stably(s: Server) {
     .await;
     assert_outcome(s.get("/Patient?_sort=nonsense").await, 400, "invalid").await;
     assert_outcome(s.get("/Patient?_sort=family&_feed=0").await, 400, "invalid").await;
+}
+
+async fn text_of_type_and_identifier_modifiers_search_their_companion_index(s: Server) {
+    let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+    let mut a = patient("9434765870");
+    a["identifier"] = json!([{"type": {"coding": [{"system": v2, "code": "MR"}], "text": "Hospital number"},
+                              "system": "urn:trust", "value": "H123"}]);
+    a["maritalStatus"] =
+        json!({"coding": [{"system": "urn:ms", "code": "W", "display": "Widowed"}]});
+    let p = seed(&s, &[a, patient("9434765871")]).await;
+    assert_eq!(
+        found(
+            &s,
+            &format!(
+                "/Patient?identifier:of-type={}",
+                enc(&format!("{v2}|MR|H123"))
+            )
+        )
+        .await,
+        ids(&p, &[0])
+    );
+    assert_eq!(
+        found(
+            &s,
+            &format!(
+                "/Patient?identifier:of-type={}",
+                enc(&format!("{v2}|MR|nope"))
+            )
+        )
+        .await,
+        ids(&p, &[])
+    );
+    assert_eq!(
+        found(&s, "/Patient?identifier:text=hospital").await,
+        ids(&p, &[0])
+    );
+    assert_outcome(
+        s.get("/Patient?identifier:of-type=H123").await,
+        400,
+        "invalid",
+    )
+    .await;
+
+    let mut t = task_with("requested", "Organization/vcs1", "fulfill");
+    t["code"]["text"] = json!("Fulfil the referral");
+    t["requester"] = json!({"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "B86030"}});
+    let tasks = seed(
+        &s,
+        &[t, task_with("requested", "Organization/vcs1", "fulfill")],
+    )
+    .await;
+    assert_eq!(found(&s, "/Task?code:text=fulfil").await, ids(&tasks, &[0]));
+    let q = format!(
+        "/Task?requester:identifier={}",
+        enc("https://fhir.nhs.uk/Id/ods-organization-code|B86030")
+    );
+    assert_eq!(found(&s, &q).await, ids(&tasks, &[0]));
 }

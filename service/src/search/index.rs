@@ -80,6 +80,9 @@ fn add(out: &mut IndexRows, param: &Param, node: Node) {
                     });
                 }
             };
+            // Words for `:text`: CodeableConcept.text, Coding.display,
+            // Identifier.type.text.
+            let mut words = vec![];
             match v {
                 Value::String(s) => token(None, Some(s.clone())),
                 Value::Bool(b) => token(None, Some(b.to_string())),
@@ -87,15 +90,47 @@ fn add(out: &mut IndexRows, param: &Param, node: Node) {
                 Value::Object(o) if o.contains_key("coding") => {
                     for c in v["coding"].as_array().into_iter().flatten() {
                         token(text(c, "system"), text(c, "code"));
+                        words.extend(text(c, "display"));
                     }
+                    words.extend(text(v, "text"));
                 }
                 // Identifier and ContactPoint: system|value.
                 Value::Object(o) if o.contains_key("value") => {
-                    token(text(v, "system"), text(v, "value"))
+                    token(text(v, "system"), text(v, "value"));
+                    // `:of-type`: the Identifier's type codings with its value,
+                    // kept under a parameter name of its own.
+                    let value = text(v, "value").unwrap_or_default();
+                    for c in v["type"]["coding"].as_array().into_iter().flatten() {
+                        out.tokens.push(TokenRow {
+                            param: format!("{}:of-type", param.code),
+                            system: cap(&format!(
+                                "{}|{}",
+                                text(c, "system").unwrap_or_default(),
+                                text(c, "code").unwrap_or_default()
+                            )),
+                            code: cap(&value),
+                        });
+                    }
+                    words.extend(
+                        v["type"]
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .map(String::from),
+                    );
                 }
                 // Coding.
-                Value::Object(_) => token(text(v, "system"), text(v, "code")),
+                Value::Object(_) => {
+                    token(text(v, "system"), text(v, "code"));
+                    words.extend(text(v, "display"));
+                }
                 _ => {}
+            }
+            for w in words {
+                out.strings.push(StringRow {
+                    param: format!("{}:text", param.code),
+                    norm: cap(&normalize(&w)),
+                    exact: cap(&w),
+                });
             }
         }
         Kind::String => {
@@ -173,6 +208,16 @@ fn add(out: &mut IndexRows, param: &Param, node: Node) {
                 Value::String(s) => Some(s.clone()), // canonical
                 _ => None,
             };
+            // `:identifier`: a reference may name its target by identifier.
+            if let Some(i) = v.get("identifier") {
+                if let Some(value) = text(i, "value") {
+                    out.tokens.push(TokenRow {
+                        param: format!("{}:identifier", param.code),
+                        system: cap(&text(i, "system").unwrap_or_default()),
+                        code: cap(&value),
+                    });
+                }
+            }
             if let Some(r) = reference {
                 let (target_type, target_id) = split_reference(&r).unwrap_or_default();
                 let url = if r.contains("://") || r.starts_with("urn:") {

@@ -528,11 +528,22 @@ fn clause(param: &Param, code: &str, modifier: Option<&str>, value: &str) -> Fhi
             any_of: vec![],
         });
     }
+    // Modifiers that search a companion index the write path keeps under
+    // `code:modifier` (see search::index).
+    let companion =
+        |kind: Kind| Target::Index(kind, format!("{code}:{}", modifier.unwrap_or_default()));
+    let (target, kind) = match (param.kind, modifier) {
+        (Kind::Token, Some("text")) => (companion(Kind::String), Kind::String),
+        (Kind::Token, Some("of-type")) => (companion(Kind::Token), Kind::Token),
+        (Kind::Reference, Some("identifier")) => (companion(Kind::Token), Kind::Token),
+        (kind, _) => (target, kind),
+    };
     let mut negate = false;
     let mut string_match = StringMatch::StartsWith;
     let mut reference_type = None;
     match (param.kind, modifier) {
         (_, None) => {}
+        (Kind::Token, Some("text" | "of-type")) | (Kind::Reference, Some("identifier")) => {}
         (Kind::Token, Some("not")) => negate = true,
         (Kind::String, Some("exact")) => string_match = StringMatch::Exact,
         (Kind::String, Some("contains")) => string_match = StringMatch::Contains,
@@ -556,11 +567,23 @@ fn clause(param: &Param, code: &str, modifier: Option<&str>, value: &str) -> Fhi
     let any_of = values
         .into_iter()
         .map(|v| -> FhirResult<Match> {
-            Ok(match (&target, param.kind) {
+            Ok(match (&target, kind) {
                 (Target::Id, _) => Match::Id(v),
                 (Target::LastUpdated, _) | (_, Kind::Date) => {
                     Match::Date(DateBound::parse(&v).map_err(bad)?)
                 }
+                // `type-system|type-code|value`: the type is the system.
+                (_, Kind::Token) if modifier == Some("of-type") => match v.rsplit_once('|') {
+                    Some((of_type, value)) => Match::Token(TokenFilter::SystemAndCode(
+                        of_type.to_string(),
+                        value.to_string(),
+                    )),
+                    None => {
+                        return Err(bad(format!(
+                            ":of-type takes type-system|type-code|value, not '{v}'"
+                        )))
+                    }
+                },
                 (_, Kind::Token) => Match::Token(token(&v)),
                 (_, Kind::String) => Match::String(v, string_match),
                 (_, Kind::Uri) => Match::Uri(v),
