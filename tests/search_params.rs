@@ -143,6 +143,10 @@ async fn reference_parameters_match_type_and_id_in_every_form(s: Server) {
             "owner=https://elsewhere.example/fhir/Organization/vcs2",
             vec![2],
         ),
+        (
+            "owner=https://elsewhere.example/fhir/Organization/vcs1",
+            vec![],
+        ),
     ] {
         assert_eq!(
             found(&s, &format!("/Task?{query}")).await,
@@ -150,6 +154,13 @@ async fn reference_parameters_match_type_and_id_in_every_form(s: Server) {
             "{query}"
         );
     }
+    // An absolute URL to this server is the local reference.
+    let ours = format!("owner={}", enc(&format!("{}/Organization/vcs1", s.base)));
+    assert_eq!(
+        found(&s, &format!("/Task?{ours}")).await,
+        ids(&t, &[0]),
+        "{ours}"
+    );
 }
 
 async fn date_parameters_follow_each_prefix(s: Server) {

@@ -351,9 +351,10 @@ async fn search(
         fhir::check_type(&res_type)?;
         let t = res_type.clone();
         let strict = negotiate::handling_strict(&req);
+        let base = base_url(&req);
         let (q, page) = state
             .store
-            .run(move |s| fhir::search(s, &t, &params, strict))
+            .run(move |s| fhir::search(s, &t, &params, strict, &base))
             .await?;
         let body = bundle::searchset(&base_url(&req), &res_type, &q, page)?;
         render::body_response(StatusCode::OK, &out, &body)

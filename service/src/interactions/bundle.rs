@@ -433,7 +433,7 @@ fn search(
     res_type: &str,
     params: &[(String, String)],
 ) -> FhirResult<OutEntry> {
-    let q = SearchQuery::parse(res_type, params, false)?;
+    let q = SearchQuery::parse(res_type, params, false)?.local_to(base);
     let page = tx.search(res_type, &q)?;
     Ok(OutEntry {
         resource: fb::raw(fb::searchset(base, res_type, &q, page)?),

@@ -196,14 +196,16 @@ pub fn vread(store: &Store, res_type: &str, id: &str, vid: &str) -> FhirResult<V
 }
 
 /// search; `strict` is `Prefer: handling=strict` (unknown parameters are
-/// then an error rather than ignored).
+/// then an error rather than ignored); `base` is this server's URL, so
+/// absolute references to it match local ones.
 pub fn search(
     store: &Store,
     res_type: &str,
     params: &[(String, String)],
     strict: bool,
+    base: &str,
 ) -> FhirResult<(SearchQuery, Page<Current>)> {
-    let q = SearchQuery::parse(res_type, params, strict)?;
+    let q = SearchQuery::parse(res_type, params, strict)?.local_to(base);
     let page = store.search(res_type, &q)?;
     Ok((q, page))
 }

@@ -385,6 +385,36 @@ impl SearchQuery {
         Ok(q)
     }
 
+    /// Reads absolute references to this server (`{base}/Patient/1`) as
+    /// the local references they are (search.html#reference).
+    pub fn local_to(mut self, base: &str) -> SearchQuery {
+        fn walk(clause: &mut Clause, prefix: &str) {
+            for m in &mut clause.any_of {
+                if let Match::Url(u) = m {
+                    let local = u.strip_prefix(prefix).and_then(index::split_reference);
+                    if let Some((t, id)) = local.filter(|_| u.len() > prefix.len()) {
+                        *m = Match::Reference {
+                            target_type: Some(t),
+                            id,
+                        };
+                    }
+                }
+            }
+            match &mut clause.target {
+                Target::Chain { branches, .. } => {
+                    branches.iter_mut().for_each(|(_, c)| walk(c, prefix))
+                }
+                Target::Has { inner, .. } => walk(inner, prefix),
+                _ => {}
+            }
+        }
+        let prefix = format!("{}/", base.trim_end_matches('/'));
+        for clause in &mut self.clauses {
+            walk(clause, &prefix);
+        }
+        self
+    }
+
     /// True when something narrows the match: conditional interactions
     /// refuse criteria that select everything.
     pub fn has_criteria(&self) -> bool {
