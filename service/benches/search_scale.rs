@@ -1,0 +1,884 @@
+//! Does search stay fast as the database grows? Not part of the test suite
+//! or CI; run it by hand:
+//!
+//!     cargo bench -p sp-hub --bench search_scale -- \
+//!         [--postgres URL] [--sizes 10000,100000,1000000] [--queries 200] [--analyze]
+//!
+//! For each size N it
+//!
+//! 1. loads 700 Organizations (500 practices `p{n}` with an ODS code
+//!    `P{n}`, 200 VCS organisations `vcs{k}`), N ServiceRequests `sr{i}`
+//!    (requester one of the practices, subject a Patient) and N Tasks `t{i}`
+//!    (focus `sr{i}`, owner one of the VCS organisations or none for 10%,
+//!    status requested / accepted / in-progress / completed, authoredOn in
+//!    2025-2026) into a fresh database, in-process through the library:
+//!    `Store::transaction` and `Tx::write`, the server's own write path
+//!    (current row, history row, index rows, change-feed ticks), about 1000
+//!    resources per transaction;
+//! 2. starts the real `sp-hub serve` on that database and times `--queries`
+//!    sequential HTTP requests of each search below, with random owners and
+//!    practices, then prints p50, p99 and throughput;
+//! 3. prints the plan the database chooses for the SQL those searches run
+//!    (captured from the library as it runs the same search in-process):
+//!    `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN (ANALYZE, BUFFERS)` on
+//!    PostgreSQL, flagging full scans.
+//!
+//! At the end it prints p50(largest size) / p50(smallest size) per search.
+//!
+//! Without `--postgres` every size gets a fresh SQLite file in a temporary
+//! directory (removed afterwards). With `--postgres URL` (a user allowed to
+//! create databases) every size gets a fresh database made with
+//! `createdb --maintenance-db=URL` and removed with `dropdb` afterwards, so
+//! `createdb` and `dropdb` must be on PATH. PostgreSQL gets `VACUUM ANALYZE`
+//! after the load (what autovacuum does to a table that just grew); SQLite
+//! gets `ANALYZE` only with `--analyze`, since the server never runs it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::prelude::*;
+use diesel::sql_types::{Double, Integer, Text};
+use serde_json::{json, Value};
+use sp_hub::store::{Decision, Store};
+
+const PRACTICES: u64 = 500;
+const VCS_ORGS: u64 = 200;
+/// Resources per write transaction: half ServiceRequests, half Tasks.
+const BATCH: usize = 1000;
+const ODS: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
+const VCS_SYSTEM: &str = "https://fhir.example.org/sp-hub/vcs-id";
+const STATUSES: [&str; 4] = ["requested", "accepted", "in-progress", "completed"];
+/// Untimed requests before each timed run (connection set-up, caches).
+const WARM_UP: usize = 5;
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// The values the plans are shown for.
+const PLAN_VCS: u64 = 7;
+const PLAN_PRACTICE: u64 = 42;
+
+// ---------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------
+
+struct Options {
+    postgres: Option<String>,
+    sizes: Vec<usize>,
+    queries: usize,
+    analyze: bool,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        postgres: None,
+        sizes: vec![10_000, 100_000, 1_000_000],
+        queries: 200,
+        analyze: false,
+    };
+    let mut args = std::env::args().skip(1);
+    // Bounded by the number of arguments: each turn consumes at least one.
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--postgres" => o.postgres = Some(value("--postgres")?),
+            "--sizes" => {
+                o.sizes = value("--sizes")?
+                    .split(',')
+                    .map(|s| s.trim().replace('_', "").parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("--sizes: {e}"))?;
+            }
+            "--queries" => {
+                o.queries = value("--queries")?
+                    .parse()
+                    .map_err(|e| format!("--queries: {e}"))?
+            }
+            "--analyze" => o.analyze = true,
+            // `cargo bench` passes this to every bench binary.
+            "--bench" => {}
+            other => {
+                return Err(format!(
+                    "unknown argument '{other}'; usage: search_scale [--postgres URL] \
+                     [--sizes 10000,100000,1000000] [--queries 200] [--analyze]"
+                ))
+            }
+        }
+    }
+    if o.sizes.is_empty() || o.sizes.contains(&0) || o.queries == 0 {
+        return Err("--sizes and --queries must be positive".into());
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------------------
+// Data
+// ---------------------------------------------------------------------------
+
+/// splitmix64: deterministic, so every run loads the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A random instant in 2025-2026 (both 365 days).
+fn instant_in_2025_2026(rng: &mut Rng) -> String {
+    const MONTHS: [u64; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let day = rng.below(730);
+    let (year, mut day_of_year) = (2025 + day / 365, day % 365);
+    let mut month = 0;
+    while day_of_year >= MONTHS[month] {
+        day_of_year -= MONTHS[month];
+        month += 1;
+    }
+    let minute = rng.below(24 * 60);
+    format!(
+        "{year}-{:02}-{:02}T{:02}:{:02}:00Z",
+        month + 1,
+        day_of_year + 1,
+        minute / 60,
+        minute % 60
+    )
+}
+
+fn organizations() -> Vec<(&'static str, String, Value)> {
+    let practices = (0..PRACTICES).map(|n| {
+        let org = json!({"resourceType": "Organization", "active": true,
+            "identifier": [{"system": ODS, "value": format!("P{n}")}],
+            "name": format!("Practice {n}")});
+        ("Organization", format!("p{n}"), org)
+    });
+    let vcs = (0..VCS_ORGS).map(|k| {
+        let org = json!({"resourceType": "Organization", "active": true,
+            "identifier": [{"system": VCS_SYSTEM, "value": format!("VCS{k}")}],
+            "name": format!("Voluntary service {k}")});
+        ("Organization", format!("vcs{k}"), org)
+    });
+    practices.chain(vcs).collect()
+}
+
+/// ServiceRequest `sr{i}` and the Task `t{i}` that carries it out.
+fn referral(i: usize, rng: &mut Rng) -> [(&'static str, String, Value); 2] {
+    let authored = instant_in_2025_2026(rng);
+    let request = json!({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+        "subject": {"reference": format!("Patient/pat{i}")},
+        "requester": {"reference": format!("Organization/p{}", rng.below(PRACTICES))},
+        "authoredOn": authored});
+    let mut task = json!({"resourceType": "Task", "intent": "order",
+        "status": STATUSES[rng.below(STATUSES.len() as u64) as usize],
+        "focus": {"reference": format!("ServiceRequest/sr{i}")},
+        "for": {"reference": format!("Patient/pat{i}")},
+        "authoredOn": authored});
+    // 10% are not owned by anyone yet.
+    if rng.below(10) != 0 {
+        task["owner"] = json!({"reference": format!("Organization/vcs{}", rng.below(VCS_ORGS))});
+    }
+    [
+        ("ServiceRequest", format!("sr{i}"), request),
+        ("Task", format!("t{i}"), task),
+    ]
+}
+
+fn write_batch(store: &Store, batch: &[(&'static str, String, Value)]) -> Result<(), String> {
+    store
+        .transaction(|tx| {
+            for (res_type, id, resource) in batch {
+                tx.write(res_type, id, |_| {
+                    Ok(Decision::Put {
+                        method: "POST",
+                        resource: resource.clone(),
+                    })
+                })?;
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("load failed: {e}"))
+}
+
+/// Loads the organisations and `n` referrals; returns resources per second.
+fn load(store: &Store, n: usize) -> Result<f64, String> {
+    let started = Instant::now();
+    write_batch(store, &organizations())?;
+    let mut rng = Rng(n as u64);
+    let per_batch = BATCH / 2;
+    let batches = n.div_ceil(per_batch);
+    let mut next_report = 0.1;
+    for b in 0..batches {
+        let batch: Vec<_> = (b * per_batch..((b + 1) * per_batch).min(n))
+            .flat_map(|i| referral(i, &mut rng))
+            .collect();
+        write_batch(store, &batch)?;
+        let done = (b + 1) as f64 / batches as f64;
+        if done >= next_report || b + 1 == batches {
+            let written = 700 + 2 * ((b + 1) * per_batch).min(n);
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "  loaded {written} resources in {secs:.0} s ({:.0}/s, {:.0}%)",
+                written as f64 / secs,
+                done * 100.0
+            );
+            next_report += 0.1;
+        }
+    }
+    Ok((700 + 2 * n) as f64 / started.elapsed().as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------
+// The searches
+// ---------------------------------------------------------------------------
+
+struct Search {
+    name: &'static str,
+    /// Path and query for random values (`%7C` is `|`).
+    path: fn(&mut Rng, i64) -> String,
+}
+
+fn poll(rng: &mut Rng, _: i64) -> String {
+    poll_for(rng.below(VCS_ORGS))
+}
+fn poll_for(k: u64) -> String {
+    format!("/Task?owner=Organization/vcs{k}&status=requested&_lastUpdated=ge2020-01-01&_sort=_lastUpdated&_count=50")
+}
+fn feed(rng: &mut Rng, tick: i64) -> String {
+    feed_for(rng.below(VCS_ORGS), tick)
+}
+fn feed_for(k: u64, tick: i64) -> String {
+    format!("/Task?owner=Organization/vcs{k}&_feed={tick}&_count=50")
+}
+fn chain(rng: &mut Rng, _: i64) -> String {
+    chain_for(rng.below(PRACTICES))
+}
+fn chain_for(n: u64) -> String {
+    format!("/Task?focus:ServiceRequest.requester:Organization.identifier={ODS}%7CP{n}&_count=50")
+}
+// The same without the count query (`_total=none`), to tell the cost of
+// finding a page from the cost of counting every match.
+fn poll_nt(rng: &mut Rng, t: i64) -> String {
+    poll(rng, t) + "&_total=none"
+}
+fn feed_nt(rng: &mut Rng, t: i64) -> String {
+    feed(rng, t) + "&_total=none"
+}
+fn chain_nt(rng: &mut Rng, t: i64) -> String {
+    chain(rng, t) + "&_total=none"
+}
+
+const SEARCHES: [Search; 6] = [
+    Search { name: "poll", path: poll },
+    Search { name: "feed", path: feed },
+    Search { name: "chain", path: chain },
+    Search { name: "poll _total=none", path: poll_nt },
+    Search { name: "feed _total=none", path: feed_nt },
+    Search { name: "chain _total=none", path: chain_nt },
+];
+
+/// `/Type?a=b&c=d` as the type and decoded pairs.
+fn split_path(path: &str) -> (String, Vec<(String, String)>) {
+    let (res_type, query) = path.trim_start_matches('/').split_once('?').unwrap_or((path, ""));
+    let params = query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("%7C", "|")))
+        .collect();
+    (res_type.to_string(), params)
+}
+
+// ---------------------------------------------------------------------------
+// Capturing the SQL a search runs
+// ---------------------------------------------------------------------------
+
+static CAPTURE: AtomicBool = AtomicBool::new(false);
+static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Installed as diesel's default instrumentation before the store opens, so
+/// every connection the library makes reports the statements it starts.
+fn instrumentation() -> Option<Box<dyn Instrumentation>> {
+    Some(Box::new(|event: InstrumentationEvent<'_>| {
+        if CAPTURE.load(Ordering::Relaxed) {
+            if let InstrumentationEvent::StartQuery { query, .. } = event {
+                CAPTURED.lock().unwrap().push(query.to_string());
+            }
+        }
+    }))
+}
+
+#[derive(Clone, Debug)]
+enum Bind {
+    Text(String),
+    Double(f64),
+}
+
+struct Statement {
+    label: String,
+    sql: String,
+    binds: Vec<Bind>,
+}
+
+/// Runs the search in-process (as the server's handler does) and returns
+/// the search statements it ran: the count, then the page.
+fn capture(store: &Store, label: &str, path: &str) -> Result<Vec<Statement>, String> {
+    let (res_type, params) = split_path(path);
+    CAPTURED.lock().unwrap().clear();
+    CAPTURE.store(true, Ordering::SeqCst);
+    let result = sp_hub::interactions::search(store, &res_type, &params, true, "http://bench");
+    CAPTURE.store(false, Ordering::SeqCst);
+    result.map_err(|e| format!("{label}: {e}"))?;
+    let captured = std::mem::take(&mut *CAPTURED.lock().unwrap());
+    captured
+        .iter()
+        .filter(|s| s.contains("FROM resources r0"))
+        .map(|s| {
+            let (sql, binds) = parse_debug_query(s)
+                .ok_or_else(|| format!("cannot read the captured statement: {s}"))?;
+            let kind = if sql.starts_with("SELECT COUNT(*)") { "count" } else { "page" };
+            Ok(Statement {
+                label: format!("{label} ({kind})"),
+                sql,
+                binds,
+            })
+        })
+        .collect()
+}
+
+/// diesel shows a statement as `<sql> -- binds: [<Debug of each bind>]`;
+/// the search binds only strings and doubles.
+fn parse_debug_query(s: &str) -> Option<(String, Vec<Bind>)> {
+    let (sql, binds) = s.rsplit_once(" -- binds: ")?;
+    let inner = binds.trim().strip_prefix('[')?.strip_suffix(']')?;
+    let mut out = vec![];
+    let mut chars = inner.chars().peekable();
+    // Each turn consumes at least one character.
+    while let Some(&c) = chars.peek() {
+        match c {
+            ' ' | ',' => {
+                chars.next();
+            }
+            '"' => {
+                chars.next();
+                let mut text = String::new();
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => text.push(match chars.next()? {
+                            'n' => '\n',
+                            't' => '\t',
+                            'r' => '\r',
+                            '0' => '\0',
+                            other => other,
+                        }),
+                        other => text.push(other),
+                    }
+                }
+                out.push(Bind::Text(text));
+            }
+            _ => {
+                let mut number = String::new();
+                while let Some(&d) = chars.peek() {
+                    if d == ',' {
+                        break;
+                    }
+                    number.push(d);
+                    chars.next();
+                }
+                out.push(Bind::Double(number.trim().parse().ok()?));
+            }
+        }
+    }
+    Some((sql.to_string(), out))
+}
+
+/// The statement with its binds written in, for reading.
+fn inline(st: &Statement) -> String {
+    let literal = |b: &Bind| match b {
+        Bind::Text(s) => format!("'{}'", s.replace('\'', "''")),
+        Bind::Double(v) => v.to_string(),
+    };
+    if st.sql.contains("$1") {
+        // PostgreSQL: $n, replaced from the highest so $1 does not eat $10.
+        let mut sql = st.sql.clone();
+        for (i, b) in st.binds.iter().enumerate().rev() {
+            sql = sql.replace(&format!("${}", i + 1), &literal(b));
+        }
+        sql
+    } else {
+        let mut binds = st.binds.iter();
+        st.sql
+            .chars()
+            .map(|c| match c {
+                '?' => binds.next().map(literal).unwrap_or_else(|| "?".into()),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Plans
+// ---------------------------------------------------------------------------
+
+#[derive(QueryableByName)]
+struct SqlitePlanRow {
+    #[diesel(sql_type = Integer)]
+    id: i32,
+    #[diesel(sql_type = Integer)]
+    parent: i32,
+    #[diesel(sql_type = Text)]
+    detail: String,
+}
+
+#[derive(QueryableByName)]
+struct PgPlanRow {
+    #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+macro_rules! load_bound {
+    ($conn:expr, $db:ty, $sql:expr, $binds:expr, $row:ty) => {{
+        let mut q = diesel::sql_query($sql).into_boxed::<$db>();
+        for b in $binds {
+            q = match b {
+                Bind::Text(s) => q.bind::<Text, _>(s.clone()),
+                Bind::Double(v) => q.bind::<Double, _>(*v),
+            };
+        }
+        q.load::<$row>($conn).map_err(|e| e.to_string())
+    }};
+}
+
+enum Db {
+    Sqlite(diesel::SqliteConnection),
+    Postgres(diesel::PgConnection),
+}
+
+impl Db {
+    fn open(url: &str) -> Result<Db, String> {
+        if url.starts_with("postgres") {
+            diesel::PgConnection::establish(url).map(Db::Postgres)
+        } else {
+            diesel::SqliteConnection::establish(url).map(Db::Sqlite)
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<(), String> {
+        match self {
+            Db::Sqlite(c) => c.batch_execute(sql),
+            Db::Postgres(c) => c.batch_execute(sql),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// The plan as indented lines.
+    fn plan(&mut self, st: &Statement) -> Result<Vec<String>, String> {
+        match self {
+            Db::Sqlite(c) => {
+                let sql = format!("EXPLAIN QUERY PLAN {}", st.sql);
+                let rows = load_bound!(c, diesel::sqlite::Sqlite, sql, &st.binds, SqlitePlanRow)?;
+                let mut depth: HashMap<i32, usize> = HashMap::new();
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        let d = depth.get(&r.parent).map_or(0, |d| d + 1);
+                        depth.insert(r.id, d);
+                        format!("{}{}", "  ".repeat(d), r.detail)
+                    })
+                    .collect())
+            }
+            Db::Postgres(c) => {
+                let sql = format!("EXPLAIN (ANALYZE, BUFFERS) {}", st.sql);
+                let rows = load_bound!(c, diesel::pg::Pg, sql, &st.binds, PgPlanRow)?;
+                Ok(rows.into_iter().map(|r| r.line).collect())
+            }
+        }
+    }
+
+    fn size(&mut self) -> Option<i64> {
+        #[derive(QueryableByName)]
+        struct Size {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let sql = match self {
+            Db::Sqlite(_) => {
+                "SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()"
+            }
+            Db::Postgres(_) => "SELECT pg_database_size(current_database()) AS n",
+        };
+        let rows = match self {
+            Db::Sqlite(c) => diesel::sql_query(sql).load::<Size>(c),
+            Db::Postgres(c) => diesel::sql_query(sql).load::<Size>(c),
+        };
+        rows.ok()?.first().map(|s| s.n)
+    }
+}
+
+/// What in a plan line reads more than the matches: full scans, and on
+/// SQLite a search that only narrows the resource rows to their type.
+fn scan_warning(line: &str) -> Option<&'static str> {
+    let l = line.trim_start();
+    if l.contains("Seq Scan") {
+        Some("SEQUENTIAL SCAN")
+    } else if l.starts_with("SCAN ") && !l.contains(" USING ") {
+        Some("FULL TABLE SCAN")
+    } else if l.starts_with("SCAN ") {
+        Some("FULL INDEX SCAN")
+    } else if l.starts_with("SEARCH ") && l.ends_with("(res_type=?)") {
+        Some("EVERY ROW OF THE TYPE")
+    } else if l.starts_with("USE TEMP B-TREE FOR ORDER BY") {
+        // ("... FOR RIGHT PART OF ORDER BY" only orders ties of the index.)
+        Some("SORTS ALL MATCHES")
+    } else {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Databases and the server
+// ---------------------------------------------------------------------------
+
+/// A fresh database for one size, removed on drop.
+struct Fresh {
+    url: String,
+    /// PostgreSQL: the maintenance URL and the database name, for dropdb.
+    postgres: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Fresh {
+    fn new(postgres: Option<&str>, n: usize) -> Result<Fresh, String> {
+        match postgres {
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("sp-hub-bench-")
+                    .tempdir()
+                    .map_err(|e| e.to_string())?;
+                let url = dir.path().join("bench.db").to_string_lossy().into_owned();
+                Ok(Fresh {
+                    url,
+                    postgres: None,
+                    _dir: Some(dir),
+                })
+            }
+            Some(admin) => {
+                let name = format!("sp_hub_bench_{n}_{}", std::process::id());
+                let out = Command::new("createdb")
+                    .arg(format!("--maintenance-db={admin}"))
+                    .arg(&name)
+                    .output()
+                    .map_err(|e| format!("cannot run createdb (is it on PATH?): {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "createdb {name} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                Ok(Fresh {
+                    url: with_database(admin, &name),
+                    postgres: Some((admin.to_string(), name)),
+                    _dir: None,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.postgres {
+            let ok = Command::new("dropdb")
+                .arg(format!("--maintenance-db={admin}"))
+                .arg("--force")
+                .arg(name)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("warning: could not drop database {name}");
+            }
+        }
+    }
+}
+
+/// Replaces the database name (the URL path) of a PostgreSQL URL.
+fn with_database(url: &str, name: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let (head, tail) = url.split_at(scheme_end);
+    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
+    let authority_end = tail.find(['/', '?']).unwrap_or(tail.len());
+    format!("{head}{}/{name}{query}", &tail[..authority_end])
+}
+
+/// `sp-hub serve` on a database; killed and reaped on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(database_url: &str) -> Result<Server, String> {
+        let bin = env!("CARGO_BIN_EXE_sp-hub");
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database_url])
+            .env_remove("SP_HUB_LISTEN")
+            .env_remove("SP_HUB_DATABASE_URL")
+            .env("SP_HUB_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+        // A thread reads stdout: the first line comes to us, the rest is
+        // drained so the server can never block on a full pipe.
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next().and_then(Result::ok));
+            for _ in lines.by_ref() {}
+        });
+        let mut server = Server {
+            child,
+            base: String::new(),
+        };
+        let line = rx.recv_timeout(STARTUP_TIMEOUT).ok().flatten().unwrap_or_default();
+        server.base = line
+            .strip_prefix("sp-hub listening on ")
+            .ok_or_else(|| format!("sp-hub did not announce its address (got '{line}')"))?
+            .to_string();
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Timing
+// ---------------------------------------------------------------------------
+
+struct Timing {
+    size: usize,
+    search: &'static str,
+    p50: f64,
+    p99: f64,
+    per_second: f64,
+    /// Mean Bundle.total (or entries, without a total) per response.
+    hits: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> Result<impl AsRef<[u8]>, String> {
+    let resp = client.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("GET {url}: {status}: {}", String::from_utf8_lossy(&body)));
+    }
+    Ok(body)
+}
+
+async fn time_search(
+    client: &reqwest::Client,
+    base: &str,
+    search: &Search,
+    size: usize,
+    requests: usize,
+    tick: i64,
+) -> Result<Timing, String> {
+    let mut rng = Rng(0x5EA2C4 ^ size as u64);
+    for _ in 0..WARM_UP {
+        get(client, &format!("{base}{}", (search.path)(&mut rng, tick))).await?;
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    let mut hits = 0.0;
+    let started = Instant::now();
+    for _ in 0..requests {
+        let url = format!("{base}{}", (search.path)(&mut rng, tick));
+        let t = Instant::now();
+        let body = get(client, &url).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        let bundle: Value = serde_json::from_slice(body.as_ref()).map_err(|e| e.to_string())?;
+        hits += bundle["total"].as_f64().unwrap_or_else(|| {
+            bundle["entry"].as_array().map_or(0.0, |e| e.len() as f64)
+        });
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok(Timing {
+        size,
+        search: search.name,
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        per_second: requests as f64 / elapsed,
+        hits: hits / requests as f64,
+    })
+}
+
+fn header() -> String {
+    format!(
+        "{:>9}  {:<18} {:>9} {:>9} {:>8} {:>9}",
+        "size", "search", "p50 ms", "p99 ms", "req/s", "hits"
+    )
+}
+
+fn row(t: &Timing) -> String {
+    format!(
+        "{:>9}  {:<18} {:>9.2} {:>9.2} {:>8.1} {:>9.1}",
+        t.size, t.search, t.p50, t.p99, t.per_second, t.hits
+    )
+}
+
+// ---------------------------------------------------------------------------
+// One size
+// ---------------------------------------------------------------------------
+
+fn run_size(
+    o: &Options,
+    n: usize,
+    runtime: &tokio::runtime::Runtime,
+    first: bool,
+) -> Result<Vec<Timing>, String> {
+    let backend = if o.postgres.is_some() { "postgres" } else { "sqlite" };
+    println!("\n=== {backend}, N = {n}: {n} Tasks, {n} ServiceRequests, 700 Organizations ===");
+    let fresh = Fresh::new(o.postgres.as_deref(), n)?;
+
+    // 1. Load through the library, then capture the SQL of each search.
+    let (tick, statements) = {
+        let store = Store::open(&fresh.url)?;
+        let rate = load(&store, n)?;
+        println!("load: {:.0} resources/s", rate);
+        let mut db = Db::open(&fresh.url)?;
+        if o.postgres.is_some() {
+            db.execute("VACUUM ANALYZE")?;
+            println!("ran VACUUM ANALYZE");
+        } else if o.analyze {
+            db.execute("ANALYZE")?;
+            println!("ran ANALYZE");
+        }
+        if let Some(bytes) = db.size() {
+            println!("database size: {:.0} MB", bytes as f64 / 1e6);
+        }
+        // The feed resumes from the middle: half the Tasks are newer.
+        let tick = store
+            .read("Task", &format!("t{}", n / 2))
+            .map_err(|e| e.to_string())?
+            .ok_or("the middle Task is missing")?
+            .tick;
+        let mut statements = vec![];
+        for (label, path) in [
+            ("poll", poll_for(PLAN_VCS)),
+            ("feed", feed_for(PLAN_VCS, tick)),
+            ("chain", chain_for(PLAN_PRACTICE)),
+        ] {
+            statements.extend(capture(&store, label, &path)?);
+        }
+        (tick, statements)
+    };
+
+    // 2. Time the searches over HTTP against the real server.
+    let server = Server::start(&fresh.url)?;
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    println!("server: {} (feed resumes after tick {tick})", server.base);
+    println!("{}", header());
+    let mut timings = vec![];
+    for search in &SEARCHES {
+        let t = runtime.block_on(time_search(&client, &server.base, search, n, o.queries, tick))?;
+        println!("{}", row(&t));
+        timings.push(t);
+    }
+    drop(server);
+
+    // 3. The plans of the searches' SQL (values: vcs7, P42).
+    let mut db = Db::open(&fresh.url)?;
+    for st in &statements {
+        println!("\n--- plan: {} at N = {n} ---", st.label);
+        if first {
+            println!("SQL: {}", inline(st));
+        }
+        let mut warnings = vec![];
+        for line in db.plan(st)? {
+            match scan_warning(&line) {
+                Some(w) => {
+                    println!("{line}    <== {w}");
+                    warnings.push(w);
+                }
+                None => println!("{line}"),
+            }
+        }
+        if warnings.is_empty() {
+            println!("(no full scans)");
+        }
+    }
+    Ok(timings)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("search_scale: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let o = options()?;
+    diesel::connection::set_default_instrumentation(instrumentation)
+        .map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut all = vec![];
+    for (i, &n) in o.sizes.iter().enumerate() {
+        all.extend(run_size(&o, n, &runtime, i == 0)?);
+    }
+
+    let backend = if o.postgres.is_some() { "PostgreSQL" } else { "SQLite" };
+    println!("\n=== summary ({backend}, {} sequential requests each) ===", o.queries);
+    println!("{}", header());
+    for t in &all {
+        println!("{}", row(t));
+    }
+    let (small, large) = (o.sizes.iter().min(), o.sizes.iter().max());
+    if let (Some(&small), Some(&large)) = (small, large) {
+        if small != large {
+            println!("\np50 at N = {large} / p50 at N = {small} (target: at most 1.5x)");
+            for search in &SEARCHES {
+                let p50 = |size: usize| {
+                    all.iter()
+                        .find(|t| t.size == size && t.search == search.name)
+                        .map(|t| t.p50)
+                };
+                if let (Some(a), Some(b)) = (p50(large), p50(small)) {
+                    let ratio = a / b;
+                    let verdict = if ratio <= 1.5 { "ok" } else { "OVER" };
+                    println!("  {:<18} {:>7.2}x  {verdict}", search.name, ratio);
+                }
+            }
+        }
+    }
+    Ok(())
+}
