@@ -404,15 +404,19 @@ fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery) {
     }
     for clause in &q.clauses {
         sql.push(" AND ");
-        condition(sql, clause, 0);
+        condition(sql, clause, res_type, 0);
     }
 }
 
-/// The condition for `clause` on the resource row aliased `r{depth}`;
-/// chains and `_has` nest one level deeper with aliases of their own.
-fn condition(sql: &mut Sql, clause: &Clause, depth: usize) {
+/// The condition for `clause` on the resource row aliased `r{depth}`, of
+/// type `res_type`; chains and `_has` nest one level deeper with aliases of
+/// their own. Index conditions are `res_id IN (…)` over the index table
+/// rather than correlated `EXISTS`, so the database can start from the
+/// selective index lookup instead of visiting every resource of the type.
+fn condition(sql: &mut Sql, clause: &Clause, res_type: &str, depth: usize) {
     let r = format!("r{depth}");
     let x = format!("x{depth}");
+    let next = format!("r{}", depth + 1);
     let (kind, param) = match &clause.target {
         Target::Id => {
             any_of(sql, clause.negate, &clause.any_of, |sql, m| {
@@ -431,62 +435,58 @@ fn condition(sql: &mut Sql, clause: &Clause, depth: usize) {
             return;
         }
         Target::Chain { param, branches } => {
-            let next = format!("r{}", depth + 1);
             sql.push(&format!(
-                "EXISTS (SELECT 1 FROM search_reference {x} JOIN resources {next} \
-                 ON {next}.res_type = {x}.target_type AND {next}.res_id = {x}.target_id \
-                 WHERE {x}.res_type = {r}.res_type AND {x}.res_id = {r}.res_id AND {x}.param = "
+                "{r}.res_id IN (SELECT {x}.res_id FROM search_reference {x} WHERE {x}.res_type = "
             ))
+            .text(res_type)
+            .push(&format!(" AND {x}.param = "))
             .text(param)
-            .push(&format!(" AND NOT {next}.deleted AND ("));
+            .push(" AND (");
             for (i, (target_type, inner)) in branches.iter().enumerate() {
                 if i > 0 {
                     sql.push(" OR ");
                 }
                 sql.push(&format!("({x}.target_type = "))
                     .text(target_type)
-                    .push(" AND ");
-                condition(sql, inner, depth + 1);
-                sql.push(")");
+                    .push(&format!(" AND {x}.target_id IN (SELECT {next}.res_id FROM resources {next} WHERE {next}.res_type = "))
+                    .text(target_type)
+                    .push(&format!(" AND NOT {next}.deleted AND "));
+                condition(sql, inner, target_type, depth + 1);
+                sql.push("))");
             }
             sql.push("))");
             return;
         }
         Target::Has {
-            res_type,
+            res_type: other,
             via,
             inner,
         } => {
-            let next = format!("r{}", depth + 1);
-            sql.push(&format!(
-                "EXISTS (SELECT 1 FROM search_reference {x} JOIN resources {next} \
-                 ON {next}.res_type = {x}.res_type AND {next}.res_id = {x}.res_id \
-                 WHERE {x}.res_type = "
-            ))
-            .text(res_type)
-            .push(&format!(" AND {x}.param = "))
-            .text(via)
-            .push(&format!(
-                " AND {x}.target_type = {r}.res_type AND {x}.target_id = {r}.res_id AND NOT {next}.deleted AND "
-            ));
-            condition(sql, inner, depth + 1);
-            sql.push(")");
+            sql.push(&format!("{r}.res_id IN (SELECT {x}.target_id FROM search_reference {x} WHERE {x}.res_type = "))
+                .text(other)
+                .push(&format!(" AND {x}.param = "))
+                .text(via)
+                .push(&format!(" AND {x}.target_type = "))
+                .text(res_type)
+                .push(&format!(" AND {x}.res_id IN (SELECT {next}.res_id FROM resources {next} WHERE {next}.res_type = "))
+                .text(other)
+                .push(&format!(" AND NOT {next}.deleted AND "));
+            condition(sql, inner, other, depth + 1);
+            sql.push("))");
             return;
         }
         Target::Index(kind, param) => (*kind, param),
     };
     let table = table_of(kind);
     let negate = clause.negate || clause.missing == Some(true);
-    sql.push(if negate {
-        "NOT EXISTS (SELECT 1 FROM "
-    } else {
-        "EXISTS (SELECT 1 FROM "
-    })
-    .push(table)
-    .push(&format!(
-        " {x} WHERE {x}.res_type = {r}.res_type AND {x}.res_id = {r}.res_id AND {x}.param = "
-    ))
-    .text(param);
+    sql.push(&format!("{r}.res_id "))
+        .push(if negate { "NOT IN" } else { "IN" })
+        .push(&format!(
+            " (SELECT {x}.res_id FROM {table} {x} WHERE {x}.res_type = "
+        ))
+        .text(res_type)
+        .push(&format!(" AND {x}.param = "))
+        .text(param);
     if clause.missing.is_none() {
         sql.push(" AND ");
         any_of(sql, false, &clause.any_of, |sql, m| index_match(sql, &x, m));
