@@ -7,6 +7,8 @@ use std::path::Path;
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fhir-profiles/search-parameters");
     println!("cargo:rerun-if-changed={}", dir.display());
+    // embed_migrations! reads these at compile time; cargo must know.
+    println!("cargo:rerun-if-changed=migrations");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -2,12 +2,12 @@
 //! or CI; run it by hand:
 //!
 //!     cargo bench -p sp-hub --bench search_scale -- \
-//!         [--postgres URL] [--sizes 10000,100000,1000000] [--queries 200] [--analyze]
+//!         [--postgres URL] [--sizes 10000,100000,1000000] [--queries 200] [--analyze] [--keep]
 //!
 //! For each size N it
 //!
-//! 1. loads 700 Organizations (500 practices `p{n}` with an ODS code
-//!    `P{n}`, 200 VCS organisations `vcs{k}`), N ServiceRequests `sr{i}`
+//! 1. loads N/100 GP practices (Organizations `p{n}` with an ODS code
+//!    `P{n}`) and N/200 VCS organisations `vcs{k}`, N ServiceRequests `sr{i}`
 //!    (requester one of the practices, subject a Patient) and N Tasks `t{i}`
 //!    (focus `sr{i}`, owner one of the VCS organisations or none for 10%,
 //!    status requested / accepted / in-progress / completed, authoredOn in
@@ -32,6 +32,8 @@
 //! `createdb` and `dropdb` must be on PATH. PostgreSQL gets `VACUUM ANALYZE`
 //! after the load (what autovacuum does to a table that just grew); SQLite
 //! gets `ANALYZE` only with `--analyze`, since the server never runs it.
+//! `--keep` leaves each database in place (and prints where) for trying
+//! plans by hand.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -46,8 +48,18 @@ use diesel::sql_types::{Double, Integer, Text};
 use serde_json::{json, Value};
 use sp_hub::store::{Decision, Store};
 
-const PRACTICES: u64 = 500;
-const VCS_ORGS: u64 = 200;
+/// Referrals per GP practice and Tasks per VCS organisation: the number of
+/// organisations grows with N, as it does when a hub serves more areas, so
+/// one practice's or one organisation's searches match about as many
+/// resources at every size and the figures show what the table size costs.
+const REFERRALS_PER_PRACTICE: u64 = 100;
+const TASKS_PER_VCS: u64 = 200;
+fn practices(n: usize) -> u64 {
+    (n as u64 / REFERRALS_PER_PRACTICE).max(1)
+}
+fn vcs_orgs(n: usize) -> u64 {
+    (n as u64 / TASKS_PER_VCS).max(1)
+}
 /// Resources per write transaction: half ServiceRequests, half Tasks.
 const BATCH: usize = 1000;
 const ODS: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
@@ -70,6 +82,7 @@ struct Options {
     sizes: Vec<usize>,
     queries: usize,
     analyze: bool,
+    keep: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -78,6 +91,7 @@ fn options() -> Result<Options, String> {
         sizes: vec![10_000, 100_000, 1_000_000],
         queries: 200,
         analyze: false,
+        keep: false,
     };
     let mut args = std::env::args().skip(1);
     // Bounded by the number of arguments: each turn consumes at least one.
@@ -98,12 +112,13 @@ fn options() -> Result<Options, String> {
                     .map_err(|e| format!("--queries: {e}"))?
             }
             "--analyze" => o.analyze = true,
+            "--keep" => o.keep = true,
             // `cargo bench` passes this to every bench binary.
             "--bench" => {}
             other => {
                 return Err(format!(
                     "unknown argument '{other}'; usage: search_scale [--postgres URL] \
-                     [--sizes 10000,100000,1000000] [--queries 200] [--analyze]"
+                     [--sizes 10000,100000,1000000] [--queries 200] [--analyze] [--keep]"
                 ))
             }
         }
@@ -155,14 +170,14 @@ fn instant_in_2025_2026(rng: &mut Rng) -> String {
     )
 }
 
-fn organizations() -> Vec<(&'static str, String, Value)> {
-    let practices = (0..PRACTICES).map(|n| {
+fn organizations(n: usize) -> Vec<(&'static str, String, Value)> {
+    let practices = (0..practices(n)).map(|n| {
         let org = json!({"resourceType": "Organization", "active": true,
             "identifier": [{"system": ODS, "value": format!("P{n}")}],
             "name": format!("Practice {n}")});
         ("Organization", format!("p{n}"), org)
     });
-    let vcs = (0..VCS_ORGS).map(|k| {
+    let vcs = (0..vcs_orgs(n)).map(|k| {
         let org = json!({"resourceType": "Organization", "active": true,
             "identifier": [{"system": VCS_SYSTEM, "value": format!("VCS{k}")}],
             "name": format!("Voluntary service {k}")});
@@ -172,11 +187,11 @@ fn organizations() -> Vec<(&'static str, String, Value)> {
 }
 
 /// ServiceRequest `sr{i}` and the Task `t{i}` that carries it out.
-fn referral(i: usize, rng: &mut Rng) -> [(&'static str, String, Value); 2] {
+fn referral(i: usize, n: usize, rng: &mut Rng) -> [(&'static str, String, Value); 2] {
     let authored = instant_in_2025_2026(rng);
     let request = json!({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
         "subject": {"reference": format!("Patient/pat{i}")},
-        "requester": {"reference": format!("Organization/p{}", rng.below(PRACTICES))},
+        "requester": {"reference": format!("Organization/p{}", rng.below(practices(n)))},
         "authoredOn": authored});
     let mut task = json!({"resourceType": "Task", "intent": "order",
         "status": STATUSES[rng.below(STATUSES.len() as u64) as usize],
@@ -185,7 +200,7 @@ fn referral(i: usize, rng: &mut Rng) -> [(&'static str, String, Value); 2] {
         "authoredOn": authored});
     // 10% are not owned by anyone yet.
     if rng.below(10) != 0 {
-        task["owner"] = json!({"reference": format!("Organization/vcs{}", rng.below(VCS_ORGS))});
+        task["owner"] = json!({"reference": format!("Organization/vcs{}", rng.below(vcs_orgs(n)))});
     }
     [
         ("ServiceRequest", format!("sr{i}"), request),
@@ -212,19 +227,21 @@ fn write_batch(store: &Store, batch: &[(&'static str, String, Value)]) -> Result
 /// Loads the organisations and `n` referrals; returns resources per second.
 fn load(store: &Store, n: usize) -> Result<f64, String> {
     let started = Instant::now();
-    write_batch(store, &organizations())?;
+    let orgs = organizations(n);
+    let org_count = orgs.len();
+    write_batch(store, &orgs)?;
     let mut rng = Rng(n as u64);
     let per_batch = BATCH / 2;
     let batches = n.div_ceil(per_batch);
     let mut next_report = 0.1;
     for b in 0..batches {
         let batch: Vec<_> = (b * per_batch..((b + 1) * per_batch).min(n))
-            .flat_map(|i| referral(i, &mut rng))
+            .flat_map(|i| referral(i, n, &mut rng))
             .collect();
         write_batch(store, &batch)?;
         let done = (b + 1) as f64 / batches as f64;
         if done >= next_report || b + 1 == batches {
-            let written = 700 + 2 * ((b + 1) * per_batch).min(n);
+            let written = org_count + 2 * ((b + 1) * per_batch).min(n);
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
                 "  loaded {written} resources in {secs:.0} s ({:.0}/s, {:.0}%)",
@@ -234,7 +251,7 @@ fn load(store: &Store, n: usize) -> Result<f64, String> {
             next_report += 0.1;
         }
     }
-    Ok((700 + 2 * n) as f64 / started.elapsed().as_secs_f64())
+    Ok((org_count + 2 * n) as f64 / started.elapsed().as_secs_f64())
 }
 
 // ---------------------------------------------------------------------------
@@ -244,51 +261,72 @@ fn load(store: &Store, n: usize) -> Result<f64, String> {
 struct Search {
     name: &'static str,
     /// Path and query for random values (`%7C` is `|`).
-    path: fn(&mut Rng, i64) -> String,
+    path: fn(&mut Rng, usize, i64) -> String,
 }
 
-fn poll(rng: &mut Rng, _: i64) -> String {
-    poll_for(rng.below(VCS_ORGS))
+fn poll(rng: &mut Rng, n: usize, _: i64) -> String {
+    poll_for(rng.below(vcs_orgs(n)))
 }
 fn poll_for(k: u64) -> String {
     format!("/Task?owner=Organization/vcs{k}&status=requested&_lastUpdated=ge2020-01-01&_sort=_lastUpdated&_count=50")
 }
-fn feed(rng: &mut Rng, tick: i64) -> String {
-    feed_for(rng.below(VCS_ORGS), tick)
+fn feed(rng: &mut Rng, n: usize, tick: i64) -> String {
+    feed_for(rng.below(vcs_orgs(n)), tick)
 }
 fn feed_for(k: u64, tick: i64) -> String {
     format!("/Task?owner=Organization/vcs{k}&_feed={tick}&_count=50")
 }
-fn chain(rng: &mut Rng, _: i64) -> String {
-    chain_for(rng.below(PRACTICES))
+fn chain(rng: &mut Rng, n: usize, _: i64) -> String {
+    chain_for(rng.below(practices(n)))
 }
 fn chain_for(n: u64) -> String {
     format!("/Task?focus:ServiceRequest.requester:Organization.identifier={ODS}%7CP{n}&_count=50")
 }
 // The same without the count query (`_total=none`), to tell the cost of
 // finding a page from the cost of counting every match.
-fn poll_nt(rng: &mut Rng, t: i64) -> String {
-    poll(rng, t) + "&_total=none"
+fn poll_nt(rng: &mut Rng, n: usize, t: i64) -> String {
+    poll(rng, n, t) + "&_total=none"
 }
-fn feed_nt(rng: &mut Rng, t: i64) -> String {
-    feed(rng, t) + "&_total=none"
+fn feed_nt(rng: &mut Rng, n: usize, t: i64) -> String {
+    feed(rng, n, t) + "&_total=none"
 }
-fn chain_nt(rng: &mut Rng, t: i64) -> String {
-    chain(rng, t) + "&_total=none"
+fn chain_nt(rng: &mut Rng, n: usize, t: i64) -> String {
+    chain(rng, n, t) + "&_total=none"
 }
 
 const SEARCHES: [Search; 6] = [
-    Search { name: "poll", path: poll },
-    Search { name: "feed", path: feed },
-    Search { name: "chain", path: chain },
-    Search { name: "poll _total=none", path: poll_nt },
-    Search { name: "feed _total=none", path: feed_nt },
-    Search { name: "chain _total=none", path: chain_nt },
+    Search {
+        name: "poll",
+        path: poll,
+    },
+    Search {
+        name: "feed",
+        path: feed,
+    },
+    Search {
+        name: "chain",
+        path: chain,
+    },
+    Search {
+        name: "poll _total=none",
+        path: poll_nt,
+    },
+    Search {
+        name: "feed _total=none",
+        path: feed_nt,
+    },
+    Search {
+        name: "chain _total=none",
+        path: chain_nt,
+    },
 ];
 
 /// `/Type?a=b&c=d` as the type and decoded pairs.
 fn split_path(path: &str) -> (String, Vec<(String, String)>) {
-    let (res_type, query) = path.trim_start_matches('/').split_once('?').unwrap_or((path, ""));
+    let (res_type, query) = path
+        .trim_start_matches('/')
+        .split_once('?')
+        .unwrap_or((path, ""));
     let params = query
         .split('&')
         .filter_map(|p| p.split_once('='))
@@ -344,7 +382,11 @@ fn capture(store: &Store, label: &str, path: &str) -> Result<Vec<Statement>, Str
         .map(|s| {
             let (sql, binds) = parse_debug_query(s)
                 .ok_or_else(|| format!("cannot read the captured statement: {s}"))?;
-            let kind = if sql.starts_with("SELECT COUNT(*)") { "count" } else { "page" };
+            let kind = if sql.starts_with("SELECT COUNT(*)") {
+                "count"
+            } else {
+                "page"
+            };
             Ok(Statement {
                 label: format!("{label} ({kind})"),
                 sql,
@@ -550,16 +592,17 @@ fn scan_warning(line: &str) -> Option<&'static str> {
 // Databases and the server
 // ---------------------------------------------------------------------------
 
-/// A fresh database for one size, removed on drop.
+/// A fresh database for one size, removed on drop unless kept.
 struct Fresh {
     url: String,
     /// PostgreSQL: the maintenance URL and the database name, for dropdb.
     postgres: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
+    keep: bool,
 }
 
 impl Fresh {
-    fn new(postgres: Option<&str>, n: usize) -> Result<Fresh, String> {
+    fn new(postgres: Option<&str>, n: usize, keep: bool) -> Result<Fresh, String> {
         match postgres {
             None => {
                 let dir = tempfile::Builder::new()
@@ -567,10 +610,17 @@ impl Fresh {
                     .tempdir()
                     .map_err(|e| e.to_string())?;
                 let url = dir.path().join("bench.db").to_string_lossy().into_owned();
+                let dir = if keep {
+                    let _ = dir.keep();
+                    None
+                } else {
+                    Some(dir)
+                };
                 Ok(Fresh {
                     url,
                     postgres: None,
-                    _dir: Some(dir),
+                    _dir: dir,
+                    keep,
                 })
             }
             Some(admin) => {
@@ -590,6 +640,7 @@ impl Fresh {
                     url: with_database(admin, &name),
                     postgres: Some((admin.to_string(), name)),
                     _dir: None,
+                    keep,
                 })
             }
         }
@@ -598,6 +649,10 @@ impl Fresh {
 
 impl Drop for Fresh {
     fn drop(&mut self) {
+        if self.keep {
+            println!("kept the database: {}", self.url);
+            return;
+        }
         if let Some((admin, name)) = &self.postgres {
             let ok = Command::new("dropdb")
                 .arg(format!("--maintenance-db={admin}"))
@@ -631,7 +686,13 @@ impl Server {
     fn start(database_url: &str) -> Result<Server, String> {
         let bin = env!("CARGO_BIN_EXE_sp-hub");
         let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database_url])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                database_url,
+            ])
             .env_remove("SP_HUB_LISTEN")
             .env_remove("SP_HUB_DATABASE_URL")
             .env("SP_HUB_LOG", "warn")
@@ -653,7 +714,11 @@ impl Server {
             child,
             base: String::new(),
         };
-        let line = rx.recv_timeout(STARTUP_TIMEOUT).ok().flatten().unwrap_or_default();
+        let line = rx
+            .recv_timeout(STARTUP_TIMEOUT)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         server.base = line
             .strip_prefix("sp-hub listening on ")
             .ok_or_else(|| format!("sp-hub did not announce its address (got '{line}')"))?
@@ -689,11 +754,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Result<impl AsRef<[u8]>, String> {
-    let resp = client.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
     let status = resp.status();
     let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
     if !status.is_success() {
-        return Err(format!("GET {url}: {status}: {}", String::from_utf8_lossy(&body)));
+        return Err(format!(
+            "GET {url}: {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
     }
     Ok(body)
 }
@@ -708,20 +780,24 @@ async fn time_search(
 ) -> Result<Timing, String> {
     let mut rng = Rng(0x5EA2C4 ^ size as u64);
     for _ in 0..WARM_UP {
-        get(client, &format!("{base}{}", (search.path)(&mut rng, tick))).await?;
+        get(
+            client,
+            &format!("{base}{}", (search.path)(&mut rng, size, tick)),
+        )
+        .await?;
     }
     let mut latencies = Vec::with_capacity(requests);
     let mut hits = 0.0;
     let started = Instant::now();
     for _ in 0..requests {
-        let url = format!("{base}{}", (search.path)(&mut rng, tick));
+        let url = format!("{base}{}", (search.path)(&mut rng, size, tick));
         let t = Instant::now();
         let body = get(client, &url).await?;
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         let bundle: Value = serde_json::from_slice(body.as_ref()).map_err(|e| e.to_string())?;
-        hits += bundle["total"].as_f64().unwrap_or_else(|| {
-            bundle["entry"].as_array().map_or(0.0, |e| e.len() as f64)
-        });
+        hits += bundle["total"]
+            .as_f64()
+            .unwrap_or_else(|| bundle["entry"].as_array().map_or(0.0, |e| e.len() as f64));
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
@@ -759,9 +835,17 @@ fn run_size(
     runtime: &tokio::runtime::Runtime,
     first: bool,
 ) -> Result<Vec<Timing>, String> {
-    let backend = if o.postgres.is_some() { "postgres" } else { "sqlite" };
-    println!("\n=== {backend}, N = {n}: {n} Tasks, {n} ServiceRequests, 700 Organizations ===");
-    let fresh = Fresh::new(o.postgres.as_deref(), n)?;
+    let backend = if o.postgres.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    println!(
+        "\n=== {backend}, N = {n}: {n} Tasks, {n} ServiceRequests, {} practices, {} VCS organisations ===",
+        practices(n),
+        vcs_orgs(n)
+    );
+    let fresh = Fresh::new(o.postgres.as_deref(), n, o.keep)?;
 
     // 1. Load through the library, then capture the SQL of each search.
     let (tick, statements) = {
@@ -806,7 +890,14 @@ fn run_size(
     println!("{}", header());
     let mut timings = vec![];
     for search in &SEARCHES {
-        let t = runtime.block_on(time_search(&client, &server.base, search, n, o.queries, tick))?;
+        let t = runtime.block_on(time_search(
+            &client,
+            &server.base,
+            search,
+            n,
+            o.queries,
+            tick,
+        ))?;
         println!("{}", row(&t));
         timings.push(t);
     }
@@ -845,8 +936,7 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let o = options()?;
-    diesel::connection::set_default_instrumentation(instrumentation)
-        .map_err(|e| e.to_string())?;
+    diesel::connection::set_default_instrumentation(instrumentation).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -856,8 +946,15 @@ fn run() -> Result<(), String> {
         all.extend(run_size(&o, n, &runtime, i == 0)?);
     }
 
-    let backend = if o.postgres.is_some() { "PostgreSQL" } else { "SQLite" };
-    println!("\n=== summary ({backend}, {} sequential requests each) ===", o.queries);
+    let backend = if o.postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "\n=== summary ({backend}, {} sequential requests each) ===",
+        o.queries
+    );
     println!("{}", header());
     for t in &all {
         println!("{}", row(t));

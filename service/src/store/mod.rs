@@ -8,6 +8,7 @@ mod pool;
 mod query;
 pub mod schema;
 mod search_sql;
+mod sql;
 mod write;
 
 pub use pool::{Backend, Store};

@@ -1,12 +1,14 @@
 //! Search as SQL: each clause of a `SearchQuery` becomes a condition on the
-//! resource row or an EXISTS over one index table, with bound parameters.
+//! resource row or a subquery over one index table (one drives as an `IN`
+//! lookup, the others probe with `EXISTS`), with bound parameters.
 //! Built as text because the set and shape of conditions is only known at
 //! run time; every value goes in as a bind, never into the text.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Text};
+use diesel::sql_types::{BigInt, Text};
 
 use super::pool::{db_error, AnyConnection};
+use super::sql::{load, Bind, Sql};
 use super::{Current, Page};
 use crate::fhir::outcome::FhirResult;
 use std::collections::HashSet;
@@ -17,51 +19,6 @@ use crate::search::{
     Clause, DateBound, Include, Match, NumberBound, Prefix, SearchQuery, SortKey, StringMatch,
     Target, TokenFilter, MAX_SORT_KEYS,
 };
-
-enum Bind {
-    Text(String),
-    Double(f64),
-}
-
-struct Sql {
-    text: String,
-    binds: Vec<Bind>,
-    numbered: bool,
-}
-
-impl Sql {
-    fn new(conn: &AnyConnection) -> Sql {
-        Sql {
-            text: String::new(),
-            binds: vec![],
-            numbered: matches!(conn, AnyConnection::Postgresql(_)),
-        }
-    }
-
-    fn push(&mut self, s: &str) -> &mut Self {
-        self.text.push_str(s);
-        self
-    }
-
-    fn bind(&mut self, b: Bind) -> &mut Self {
-        self.binds.push(b);
-        if self.numbered {
-            let n = self.binds.len();
-            self.text.push_str(&format!("${n}"));
-        } else {
-            self.text.push('?');
-        }
-        self
-    }
-
-    fn text(&mut self, s: &str) -> &mut Self {
-        self.bind(Bind::Text(s.to_string()))
-    }
-
-    fn double(&mut self, v: f64) -> &mut Self {
-        self.bind(Bind::Double(v))
-    }
-}
 
 #[derive(QueryableByName)]
 struct Count {
@@ -75,37 +32,18 @@ struct Id {
     res_id: String,
 }
 
-/// Runs `sql` on whichever backend `conn` is, loading rows of type `$row`.
-macro_rules! load {
-    ($conn:expr, $sql:expr, $row:ty) => {
-        match $conn {
-            AnyConnection::Postgresql(c) => load!(@run c, $sql, $row, diesel::pg::Pg),
-            AnyConnection::Sqlite(c) => load!(@run c, $sql, $row, diesel::sqlite::Sqlite),
-        }
-    };
-    (@run $c:expr, $sql:expr, $row:ty, $db:ty) => {{
-        let mut q = diesel::sql_query($sql.text.clone()).into_boxed::<$db>();
-        for b in &$sql.binds {
-            q = match b {
-                Bind::Text(s) => q.bind::<Text, _>(s.clone()),
-                Bind::Double(v) => q.bind::<Double, _>(*v),
-            };
-        }
-        q.load::<$row>($c).map_err(db_error)
-    }};
-}
-
 pub(super) fn search(
     c: &mut AnyConnection,
     res_type: &str,
     q: &SearchQuery,
 ) -> FhirResult<Page<Current>> {
+    let lead = lead(c, q)?;
     let total = if q.skip_total {
         None
     } else {
         let mut count = Sql::new(c);
         count.push("SELECT COUNT(*) AS n FROM resources r0 WHERE ");
-        conditions(&mut count, res_type, q);
+        conditions(&mut count, res_type, q, lead);
         Some(load!(c, count, Count)?.first().map_or(0, |c| c.n))
     };
     if q.count == 0 {
@@ -118,14 +56,17 @@ pub(super) fn search(
         });
     }
     if !q.sort.is_empty() {
-        return sorted(c, res_type, q, total);
+        return sorted(c, res_type, q, lead, total);
     }
     let mut page = Sql::new(c);
     page.push("SELECT r0.res_type, r0.res_id, r0.version, r0.last_updated, r0.deleted, r0.body, r0.tick FROM resources r0 WHERE ");
-    conditions(&mut page, res_type, q);
+    conditions(&mut page, res_type, q, lead);
     match q.feed {
         // The change feed reads in commit order, resuming after a tick.
-        Some(_) => page.push(" ORDER BY r0.tick"),
+        Some(_) => {
+            let tick = page.column(lead, "r0.tick");
+            page.push(&format!(" ORDER BY {tick}"))
+        }
         None => {
             if let Some(after) = &q.after_id {
                 page.push(" AND r0.res_id > ").text(after);
@@ -170,6 +111,7 @@ fn sorted(
     c: &mut AnyConnection,
     res_type: &str,
     q: &SearchQuery,
+    lead: Lead,
     total: Option<i64>,
 ) -> FhirResult<Page<Current>> {
     let mut sql = Sql::new(c);
@@ -177,7 +119,7 @@ fn sorted(
     for i in 0..MAX_SORT_KEYS {
         sql.push(", ");
         match q.sort.get(i) {
-            Some(key) => sort_value(&mut sql, key),
+            Some(key) => sort_value(&mut sql, key, lead),
             None => {
                 sql.text("");
             }
@@ -190,7 +132,7 @@ fn sorted(
         sql.push(&format!(" AS s{i}"));
     }
     sql.push(" FROM resources r0 WHERE ");
-    conditions(&mut sql, res_type, q);
+    conditions(&mut sql, res_type, q, lead);
     sql.push(") t");
     if let Some(after) = &q.after_sort {
         // (k0, k1, …, id) strictly after the previous page's last row.
@@ -246,7 +188,7 @@ fn sorted(
 }
 
 /// The text a resource sorts by for one key.
-fn sort_value(sql: &mut Sql, key: &SortKey) {
+fn sort_value(sql: &mut Sql, key: &SortKey, lead: Lead) {
     let (agg, missing) = if key.descending {
         ("MAX", LAST_DESC)
     } else {
@@ -257,7 +199,8 @@ fn sort_value(sql: &mut Sql, key: &SortKey) {
             sql.push("r0.res_id");
         }
         Target::LastUpdated => {
-            sql.push("r0.last_updated");
+            let column = sql.column(lead, "r0.last_updated");
+            sql.push(&column);
         }
         Target::Index(kind, param) => {
             let column = match kind {
@@ -388,32 +331,142 @@ pub(super) fn matching_ids(
     q: &SearchQuery,
     limit: i64,
 ) -> FhirResult<Vec<String>> {
+    let lead = lead(c, q)?;
     let mut sql = Sql::new(c);
     sql.push("SELECT r0.res_id FROM resources r0 WHERE ");
-    conditions(&mut sql, res_type, q);
+    conditions(&mut sql, res_type, q, lead);
     sql.push(&format!(" ORDER BY r0.res_id LIMIT {limit}"));
     Ok(load!(c, sql, Id)?.into_iter().map(|r| r.res_id).collect())
 }
 
-fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery) {
+impl Sql {
+    /// A resource-row column as a condition or sort key. When an index
+    /// clause leads, SQLite gets it with the unary `+`, which keeps the
+    /// planner off the column's index: without statistics (the server does
+    /// not run ANALYZE) it would often walk the whole `last_updated` or
+    /// `tick` index of the type, for a wide range like `ge2020` or for the
+    /// ORDER BY, rather than the few entries of the leading lookup.
+    /// PostgreSQL keeps statistics and weighs both itself.
+    fn column(&self, lead: Lead, column: &str) -> String {
+        match lead {
+            Lead::Clause(_) if !self.numbered => format!("+{column}"),
+            _ => column.to_string(),
+        }
+    }
+}
+
+/// Where a search starts.
+#[derive(Clone, Copy, PartialEq)]
+enum Lead {
+    /// From the index lookup of this clause, written as `res_id IN (…)`;
+    /// every other index clause probes with a correlated `EXISTS`, so its
+    /// cost follows the lead's matches, not its own (an `IN` list of every
+    /// `status=requested` Task would be built in full on every search,
+    /// however few Tasks the owner has).
+    Clause(usize),
+    /// From the resource rows (`_id`, `_lastUpdated`, the change feed's
+    /// tick, or every resource of the type), with every index clause probing.
+    Rows,
+}
+
+/// The change feed starts from its tick when at most this many changes
+/// (of any type) were committed after it, whatever else the search asks.
+const FEED_LEADS_WITHIN: i64 = 1_000;
+
+/// Chooses where `q` starts: the most selective index clause, unless the
+/// search follows the change feed from a recent tick (a poller keeping up
+/// reads only the few changes since its last call, however many resources
+/// its owner has), which the feed clock tells exactly.
+fn lead(c: &mut AnyConnection, q: &SearchQuery) -> FhirResult<Lead> {
+    let best = q
+        .clauses
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| selectivity(c).map(|rank| (rank, i)))
+        .min();
+    let Some((_, i)) = best else {
+        return Ok(Lead::Rows);
+    };
+    if let Some(tick) = q.feed {
+        let mut clock = Sql::new(c);
+        clock.push("SELECT last AS n FROM feed_clock WHERE id = 1");
+        let last = load!(c, clock, Count)?.first().map_or(0, |c| c.n);
+        if last - tick <= FEED_LEADS_WITHIN {
+            return Ok(Lead::Rows);
+        }
+    }
+    Ok(Lead::Clause(i))
+}
+
+fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery, lead: Lead) {
     sql.push("r0.res_type = ")
         .text(res_type)
         .push(" AND NOT r0.deleted");
     if let Some(tick) = q.feed {
-        sql.push(&format!(" AND r0.tick > {tick}"));
+        let column = sql.column(lead, "r0.tick");
+        sql.push(&format!(" AND {column} > {tick}"));
     }
-    for clause in &q.clauses {
+    for (i, clause) in q.clauses.iter().enumerate() {
         sql.push(" AND ");
-        condition(sql, clause, res_type, 0);
+        let role = match lead {
+            Lead::Clause(d) if d == i => Role::Drive,
+            Lead::Clause(_) => Role::Probe,
+            Lead::Rows => Role::Rows,
+        };
+        condition(sql, clause, res_type, 0, role);
     }
+}
+
+/// A clause's part in its query (see `Lead`).
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    /// The lead: an `IN` lookup.
+    Drive,
+    /// Another clause leads: an index clause probes, and a resource column
+    /// is kept off its index (`Sql::column`).
+    Probe,
+    /// The resource rows lead: an index clause probes, resource columns
+    /// may use their indexes.
+    Rows,
+}
+
+/// How few resources a condition is likely to match, lower is fewer;
+/// `None` for conditions that should never drive (negations, `:missing`,
+/// resource-row columns left to the planner). A rule of thumb rather than
+/// statistics: ids, references and system-qualified codes pick out a few
+/// resources, a bare code (a status) or a date range may pick out many.
+fn selectivity(clause: &Clause) -> Option<u8> {
+    if clause.negate || clause.missing.is_some() {
+        return None;
+    }
+    let param = match &clause.target {
+        Target::Id => return Some(0),
+        Target::LastUpdated => return None,
+        Target::Chain { .. } => return Some(1),
+        Target::Has { .. } => return Some(2),
+        Target::Index(_, param) => param,
+    };
+    clause
+        .any_of
+        .iter()
+        .map(|m| match m {
+            Match::Id(_) => 0,
+            Match::Reference { .. } | Match::Url(_) | Match::Uri(_) => 1,
+            Match::Token(TokenFilter::SystemAndCode(..) | TokenFilter::NoSystemCode(_)) => 1,
+            Match::Token(TokenFilter::Code(_)) if param.ends_with("identifier") => 1,
+            Match::Token(TokenFilter::Code(_)) => 2,
+            Match::Token(TokenFilter::System(_)) => 3,
+            Match::String(_, StringMatch::Exact) => 1,
+            Match::String(_, StringMatch::Contains) => 3,
+            Match::String(..) | Match::Date(_) | Match::Number(_) | Match::Quantity(..) => 2,
+        })
+        .max()
 }
 
 /// The condition for `clause` on the resource row aliased `r{depth}`, of
 /// type `res_type`; chains and `_has` nest one level deeper with aliases of
-/// their own. Index conditions are `res_id IN (…)` over the index table
-/// rather than correlated `EXISTS`, so the database can start from the
-/// selective index lookup instead of visiting every resource of the type.
-fn condition(sql: &mut Sql, clause: &Clause, res_type: &str, depth: usize) {
+/// their own, where the one inner condition drives.
+fn condition(sql: &mut Sql, clause: &Clause, res_type: &str, depth: usize, role: Role) {
     let r = format!("r{depth}");
     let x = format!("x{depth}");
     let next = format!("r{}", depth + 1);
@@ -427,21 +480,24 @@ fn condition(sql: &mut Sql, clause: &Clause, res_type: &str, depth: usize) {
             return;
         }
         Target::LastUpdated => {
+            let column = if role == Role::Probe {
+                sql.column(Lead::Clause(0), &format!("{r}.last_updated"))
+            } else {
+                format!("{r}.last_updated")
+            };
             any_of(sql, clause.negate, &clause.any_of, |sql, m| {
                 if let Match::Date(d) = m {
-                    point_in_date(sql, &format!("{r}.last_updated"), d);
+                    point_in_date(sql, &column, d);
                 }
             });
             return;
         }
         Target::Chain { param, branches } => {
-            sql.push(&format!(
-                "{r}.res_id IN (SELECT {x}.res_id FROM search_reference {x} WHERE {x}.res_type = "
-            ))
-            .text(res_type)
-            .push(&format!(" AND {x}.param = "))
-            .text(param)
-            .push(" AND (");
+            // Resources whose `param` points at a target that matches.
+            open_index(sql, role, false, "search_reference", &r, &x, res_type);
+            sql.push(&format!(" AND {x}.param = "))
+                .text(param)
+                .push(" AND (");
             for (i, (target_type, inner)) in branches.iter().enumerate() {
                 if i > 0 {
                     sql.push(" OR ");
@@ -451,7 +507,7 @@ fn condition(sql: &mut Sql, clause: &Clause, res_type: &str, depth: usize) {
                     .push(&format!(" AND {x}.target_id IN (SELECT {next}.res_id FROM resources {next} WHERE {next}.res_type = "))
                     .text(target_type)
                     .push(&format!(" AND NOT {next}.deleted AND "));
-                condition(sql, inner, target_type, depth + 1);
+                condition(sql, inner, target_type, depth + 1, Role::Drive);
                 sql.push("))");
             }
             sql.push("))");
@@ -462,36 +518,60 @@ fn condition(sql: &mut Sql, clause: &Clause, res_type: &str, depth: usize) {
             via,
             inner,
         } => {
-            sql.push(&format!("{r}.res_id IN (SELECT {x}.target_id FROM search_reference {x} WHERE {x}.res_type = "))
+            // Resources that a matching `other` points at through `via`.
+            if role == Role::Probe {
+                sql.push(&format!("EXISTS (SELECT 1 FROM search_reference {x} WHERE {x}.target_type = {r}.res_type AND {x}.target_id = {r}.res_id"));
+            } else {
+                sql.push(&format!("{r}.res_id IN (SELECT {x}.target_id FROM search_reference {x} WHERE {x}.target_type = "))
+                    .text(res_type);
+            }
+            sql.push(&format!(" AND {x}.res_type = "))
                 .text(other)
                 .push(&format!(" AND {x}.param = "))
                 .text(via)
-                .push(&format!(" AND {x}.target_type = "))
-                .text(res_type)
                 .push(&format!(" AND {x}.res_id IN (SELECT {next}.res_id FROM resources {next} WHERE {next}.res_type = "))
                 .text(other)
                 .push(&format!(" AND NOT {next}.deleted AND "));
-            condition(sql, inner, other, depth + 1);
+            condition(sql, inner, other, depth + 1, Role::Drive);
             sql.push("))");
             return;
         }
         Target::Index(kind, param) => (*kind, param),
     };
-    let table = table_of(kind);
     let negate = clause.negate || clause.missing == Some(true);
-    sql.push(&format!("{r}.res_id "))
-        .push(if negate { "NOT IN" } else { "IN" })
-        .push(&format!(
-            " (SELECT {x}.res_id FROM {table} {x} WHERE {x}.res_type = "
-        ))
-        .text(res_type)
-        .push(&format!(" AND {x}.param = "))
-        .text(param);
+    open_index(sql, role, negate, table_of(kind), &r, &x, res_type);
+    sql.push(&format!(" AND {x}.param = ")).text(param);
     if clause.missing.is_none() {
         sql.push(" AND ");
         any_of(sql, false, &clause.any_of, |sql, m| index_match(sql, &x, m));
     }
     sql.push(")");
+}
+
+/// Opens the subquery over `table` (alias `x`) for resource row `r`: an
+/// uncorrelated `IN` lookup when it drives, a correlated `EXISTS` probe
+/// otherwise (`NOT` either way when negated). The caller adds conditions on
+/// `x` and closes the parenthesis.
+fn open_index(
+    sql: &mut Sql,
+    role: Role,
+    negate: bool,
+    table: &str,
+    r: &str,
+    x: &str,
+    res_type: &str,
+) {
+    let not = if negate { "NOT " } else { "" };
+    if role == Role::Drive && !negate {
+        sql.push(&format!(
+            "{r}.res_id IN (SELECT {x}.res_id FROM {table} {x} WHERE {x}.res_type = "
+        ))
+        .text(res_type);
+    } else {
+        sql.push(&format!(
+            "{not}EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.res_type = {r}.res_type AND {x}.res_id = {r}.res_id"
+        ));
+    }
 }
 
 fn table_of(kind: Kind) -> &'static str {

@@ -9,6 +9,7 @@ use super::schema::{
     feed_clock, resource_versions, resources, search_date, search_number, search_quantity,
     search_reference, search_string, search_token, search_uri,
 };
+use super::sql::{Bind, Sql};
 use super::{Current, IndexRows};
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::search::SearchQuery;
@@ -186,7 +187,7 @@ impl Store {
                 for r in &page {
                     let resource: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
                     let index = crate::search::index::rows(&r.res_type, &resource);
-                    replace_index(c, &r.res_type, &r.res_id, &index)?;
+                    replace_index(c, &r.res_type, &r.res_id, &index, true)?;
                 }
                 Ok(())
             })
@@ -364,16 +365,20 @@ fn save(
             }
         }
     }
-    replace_index(c, &row.res_type, &row.res_id, index)?;
+    // A new resource, or one deleted before, has no index rows to clear.
+    let indexed = previous.is_some_and(|p| !p.deleted);
+    replace_index(c, &row.res_type, &row.res_id, index, indexed)?;
     Ok(())
 }
 
-/// Replaces every index row of one resource with `index`.
+/// Replaces every index row of one resource with `index`; `indexed` says
+/// whether it may have rows to remove first.
 pub(super) fn replace_index(
     c: &mut AnyConnection,
     res_type: &str,
     res_id: &str,
     index: &IndexRows,
+    indexed: bool,
 ) -> diesel::QueryResult<()> {
     macro_rules! clear {
         ($($table:ident),*) => {$(
@@ -385,55 +390,129 @@ pub(super) fn replace_index(
             .execute(c)?;
         )*};
     }
-    clear!(
-        search_token,
-        search_string,
-        search_date,
-        search_reference,
-        search_uri,
-        search_number,
-        search_quantity
-    );
-    // Row by row: diesel's multi-row insert is not available for SQLite
-    // through MultiConnection, and a resource has tens of rows, not thousands.
-    macro_rules! insert {
-        ($table:ident, $rows:expr, |$r:ident| ($($col:ident = $val:expr),*)) => {
-            for $r in $rows {
-                diesel::insert_into($table::table)
-                    .values((
-                        $table::res_type.eq(res_type),
-                        $table::res_id.eq(res_id),
-                        $table::param.eq(&$r.param),
-                        $($table::$col.eq($val)),*
-                    ))
-                    .execute(c)?;
-            }
-        };
+    if indexed {
+        clear!(
+            search_token,
+            search_string,
+            search_date,
+            search_reference,
+            search_uri,
+            search_number,
+            search_quantity
+        );
     }
-    insert!(search_token, &index.tokens, |t| (
-        system = &t.system,
-        code = &t.code,
-        syscode = format!("{}|{}", t.system, t.code)
-    ));
-    insert!(search_string, &index.strings, |t| (
-        norm = &t.norm,
-        exact = &t.exact
-    ));
-    insert!(search_date, &index.dates, |t| (
-        low = &t.low,
-        high = &t.high
-    ));
-    insert!(search_reference, &index.references, |t| (
-        target_type = &t.target_type,
-        target_id = &t.target_id,
-        url = &t.url
-    ));
-    insert!(search_uri, &index.uris, |t| (uri = &t.uri));
-    insert!(search_number, &index.numbers, |t| (value = t.value));
-    insert!(search_quantity, &index.quantities, |t| (
-        value = t.value,
-        system = &t.system,
-        code = &t.code
-    ));
+    // One multi-row INSERT per table (diesel's batch insert is not
+    // available through MultiConnection): a resource has tens of rows, and
+    // on PostgreSQL each statement is a round trip.
+    let (t, i) = (res_type, res_id);
+    let text = |s: &str| Bind::Text(s.to_string());
+    insert(
+        c,
+        "search_token",
+        &["system", "code", "syscode"],
+        t,
+        i,
+        &index.tokens,
+        |r| {
+            (
+                &r.param,
+                vec![
+                    text(&r.system),
+                    text(&r.code),
+                    Bind::Text(format!("{}|{}", r.system, r.code)),
+                ],
+            )
+        },
+    )?;
+    insert(
+        c,
+        "search_string",
+        &["norm", "exact"],
+        t,
+        i,
+        &index.strings,
+        |r| (&r.param, vec![text(&r.norm), text(&r.exact)]),
+    )?;
+    insert(
+        c,
+        "search_date",
+        &["low", "high"],
+        t,
+        i,
+        &index.dates,
+        |r| (&r.param, vec![text(&r.low), text(&r.high)]),
+    )?;
+    insert(
+        c,
+        "search_reference",
+        &["target_type", "target_id", "url"],
+        t,
+        i,
+        &index.references,
+        |r| {
+            (
+                &r.param,
+                vec![text(&r.target_type), text(&r.target_id), text(&r.url)],
+            )
+        },
+    )?;
+    insert(c, "search_uri", &["uri"], t, i, &index.uris, |r| {
+        (&r.param, vec![text(&r.uri)])
+    })?;
+    insert(c, "search_number", &["value"], t, i, &index.numbers, |r| {
+        (&r.param, vec![Bind::Double(r.value)])
+    })?;
+    insert(
+        c,
+        "search_quantity",
+        &["value", "system", "code"],
+        t,
+        i,
+        &index.quantities,
+        |r| {
+            (
+                &r.param,
+                vec![Bind::Double(r.value), text(&r.system), text(&r.code)],
+            )
+        },
+    )?;
+    Ok(())
+}
+
+/// Rows per INSERT statement, well under both backends' bind limits.
+const ROWS_PER_INSERT: usize = 100;
+
+/// Inserts `rows` into index `table`: (res_type, res_id, param, columns…).
+fn insert<R>(
+    c: &mut AnyConnection,
+    table: &str,
+    columns: &[&str],
+    res_type: &str,
+    res_id: &str,
+    rows: &[R],
+    values: impl Fn(&R) -> (&String, Vec<Bind>),
+) -> diesel::QueryResult<()> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut sql = Sql::new(c);
+        sql.push(&format!(
+            "INSERT INTO {table} (res_type, res_id, param, {}) VALUES ",
+            columns.join(", ")
+        ));
+        for (n, row) in chunk.iter().enumerate() {
+            let (param, rest) = values(row);
+            sql.push(if n == 0 { "(" } else { ", (" });
+            sql.text(res_type)
+                .push(", ")
+                .text(res_id)
+                .push(", ")
+                .text(param);
+            for v in rest {
+                sql.push(", ");
+                sql.bind(v);
+            }
+            sql.push(")");
+        }
+        sql.execute(c)?;
+    }
     Ok(())
 }

@@ -1,0 +1,23 @@
+DROP INDEX search_token_syscode;
+DROP INDEX search_token_code;
+DROP INDEX search_token_system;
+DROP INDEX search_string_lookup;
+DROP INDEX search_date_low;
+DROP INDEX search_date_high;
+DROP INDEX search_reference_lookup;
+DROP INDEX search_reference_target;
+DROP INDEX search_uri_lookup;
+DROP INDEX search_number_lookup;
+DROP INDEX search_quantity_lookup;
+
+CREATE INDEX search_token_syscode ON search_token (res_type, param, syscode);
+CREATE INDEX search_token_code ON search_token (res_type, param, code);
+CREATE INDEX search_token_system ON search_token (res_type, param, system);
+CREATE INDEX search_string_lookup ON search_string (res_type, param, norm);
+CREATE INDEX search_date_low ON search_date (res_type, param, low);
+CREATE INDEX search_date_high ON search_date (res_type, param, high);
+CREATE INDEX search_reference_lookup ON search_reference (res_type, param, target_id, target_type);
+CREATE INDEX search_reference_target ON search_reference (target_type, target_id);
+CREATE INDEX search_uri_lookup ON search_uri (res_type, param, uri);
+CREATE INDEX search_number_lookup ON search_number (res_type, param, value);
+CREATE INDEX search_quantity_lookup ON search_quantity (res_type, param, value);
