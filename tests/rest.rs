@@ -38,6 +38,7 @@ both!(
     conditional_delete_with_several_matches_is_412_and_deletes_nothing,
     conditional_delete_without_criteria_deletes_nothing,
     conditional_update_without_criteria_changes_nothing,
+    conditional_writes_read_absolute_references_to_this_server_as_local,
     patch_replaces_a_field_and_makes_a_new_version,
     patch_respects_if_match,
     patch_changing_id_or_resource_type_is_refused,
@@ -551,6 +552,37 @@ async fn conditional_create_on_referral_identifier(s: Server) {
         )
         .await;
     assert_eq!(resp.status(), 201);
+}
+
+async fn conditional_writes_read_absolute_references_to_this_server_as_local(s: Server) {
+    let existing = s.create(&service_request("p1", "REF-9")).await;
+    let ours = enc(&format!("{}/Patient/p1", s.base));
+    let resp = s
+        .send(
+            s.req(Method::POST, "/ServiceRequest")
+                .header("Content-Type", FHIR_JSON)
+                .header("If-None-Exist", format!("subject={ours}"))
+                .body(service_request("p1", "REF-9").to_string()),
+        )
+        .await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "the absolute reference finds Patient/p1's referral"
+    );
+    assert_eq!(json(resp).await["id"], existing["id"]);
+    // Someone else's server is not ours: no match, nothing deleted.
+    let theirs = enc("https://elsewhere.example.org/fhir/Patient/p1");
+    let resp = s.delete(&format!("/ServiceRequest?subject={theirs}")).await;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(s.total("/ServiceRequest").await, 1);
+    let resp = s.delete(&format!("/ServiceRequest?subject={ours}")).await;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        s.total("/ServiceRequest").await,
+        0,
+        "the referral is deleted"
+    );
 }
 
 async fn conditional_update_with_no_match_creates(s: Server) {

@@ -17,7 +17,9 @@
 //!    resources per transaction;
 //! 2. starts the real `sp-hub serve` on that database and times `--queries`
 //!    sequential HTTP requests of each search below, with random owners and
-//!    practices, then prints p50, p99 and throughput;
+//!    practices, then prints p50, p99 and throughput; each set of requests
+//!    runs twice, "first" (at the larger sizes most pages are new to the
+//!    server process) and "repeat" (the same requests again);
 //! 3. prints the plan the database chooses for the SQL those searches run
 //!    (captured from the library as it runs the same search in-process):
 //!    `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN (ANALYZE, BUFFERS)` on
@@ -32,8 +34,10 @@
 //! `createdb` and `dropdb` must be on PATH. PostgreSQL gets `VACUUM ANALYZE`
 //! after the load (what autovacuum does to a table that just grew); SQLite
 //! gets `ANALYZE` only with `--analyze`, since the server never runs it.
-//! `--keep` leaves each database in place (and prints where) for trying
-//! plans by hand.
+//! `--keep` gives each size a fixed database (`sp-hub-bench/sqlite-N.db` in
+//! the temporary directory, or `sp_hub_bench_N` on PostgreSQL), leaves it in
+//! place for trying plans by hand, and reuses it without loading when a
+//! later run with `--keep` finds it.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -602,46 +606,60 @@ struct Fresh {
 }
 
 impl Fresh {
-    fn new(postgres: Option<&str>, n: usize, keep: bool) -> Result<Fresh, String> {
+    /// The database for size `n`, and whether it is a kept one already
+    /// loaded.
+    fn new(postgres: Option<&str>, n: usize, keep: bool) -> Result<(Fresh, bool), String> {
         match postgres {
+            None if keep => {
+                let dir = std::env::temp_dir().join("sp-hub-bench");
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                let path = dir.join(format!("sqlite-{n}.db"));
+                let loaded = path.exists();
+                let fresh = Fresh {
+                    url: path.to_string_lossy().into_owned(),
+                    postgres: None,
+                    _dir: None,
+                    keep,
+                };
+                Ok((fresh, loaded))
+            }
             None => {
                 let dir = tempfile::Builder::new()
                     .prefix("sp-hub-bench-")
                     .tempdir()
                     .map_err(|e| e.to_string())?;
                 let url = dir.path().join("bench.db").to_string_lossy().into_owned();
-                let dir = if keep {
-                    let _ = dir.keep();
-                    None
-                } else {
-                    Some(dir)
-                };
-                Ok(Fresh {
+                let fresh = Fresh {
                     url,
                     postgres: None,
-                    _dir: dir,
+                    _dir: Some(dir),
                     keep,
-                })
+                };
+                Ok((fresh, false))
             }
             Some(admin) => {
-                let name = format!("sp_hub_bench_{n}_{}", std::process::id());
+                let name = if keep {
+                    format!("sp_hub_bench_{n}")
+                } else {
+                    format!("sp_hub_bench_{n}_{}", std::process::id())
+                };
                 let out = Command::new("createdb")
                     .arg(format!("--maintenance-db={admin}"))
                     .arg(&name)
                     .output()
                     .map_err(|e| format!("cannot run createdb (is it on PATH?): {e}"))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "createdb {name} failed: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    ));
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let loaded = keep && stderr.contains("already exists");
+                if !out.status.success() && !loaded {
+                    return Err(format!("createdb {name} failed: {stderr}"));
                 }
-                Ok(Fresh {
+                let fresh = Fresh {
                     url: with_database(admin, &name),
                     postgres: Some((admin.to_string(), name)),
                     _dir: None,
                     keep,
-                })
+                };
+                Ok((fresh, loaded))
             }
         }
     }
@@ -741,6 +759,9 @@ impl Drop for Server {
 struct Timing {
     size: usize,
     search: &'static str,
+    /// "first": each request's pages are new to the server process;
+    /// "repeat": the same requests again, their pages in memory.
+    pass: &'static str,
     p50: f64,
     p99: f64,
     per_second: f64,
@@ -770,6 +791,9 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<impl AsRef<[u8]>, St
     Ok(body)
 }
 
+/// Times `requests` searches with random values twice over: the first pass
+/// meets pages the server has not read yet (at the larger sizes most of
+/// them), the repeat shows the same work with those pages in memory.
 async fn time_search(
     client: &reqwest::Client,
     base: &str,
@@ -777,7 +801,7 @@ async fn time_search(
     size: usize,
     requests: usize,
     tick: i64,
-) -> Result<Timing, String> {
+) -> Result<[Timing; 2], String> {
     let mut rng = Rng(0x5EA2C4 ^ size as u64);
     for _ in 0..WARM_UP {
         get(
@@ -786,42 +810,50 @@ async fn time_search(
         )
         .await?;
     }
-    let mut latencies = Vec::with_capacity(requests);
-    let mut hits = 0.0;
-    let started = Instant::now();
-    for _ in 0..requests {
-        let url = format!("{base}{}", (search.path)(&mut rng, size, tick));
-        let t = Instant::now();
-        let body = get(client, &url).await?;
-        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-        let bundle: Value = serde_json::from_slice(body.as_ref()).map_err(|e| e.to_string())?;
-        hits += bundle["total"]
-            .as_f64()
-            .unwrap_or_else(|| bundle["entry"].as_array().map_or(0.0, |e| e.len() as f64));
+    let urls: Vec<String> = (0..requests)
+        .map(|_| format!("{base}{}", (search.path)(&mut rng, size, tick)))
+        .collect();
+    let mut passes = vec![];
+    for pass in ["first", "repeat"] {
+        let mut latencies = Vec::with_capacity(requests);
+        let mut hits = 0.0;
+        let started = Instant::now();
+        for url in &urls {
+            let t = Instant::now();
+            let body = get(client, url).await?;
+            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            let bundle: Value = serde_json::from_slice(body.as_ref()).map_err(|e| e.to_string())?;
+            hits += bundle["total"]
+                .as_f64()
+                .unwrap_or_else(|| bundle["entry"].as_array().map_or(0.0, |e| e.len() as f64));
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort_by(f64::total_cmp);
+        passes.push(Timing {
+            size,
+            search: search.name,
+            pass,
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+            per_second: requests as f64 / elapsed,
+            hits: hits / requests as f64,
+        });
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
-    Ok(Timing {
-        size,
-        search: search.name,
-        p50: percentile(&latencies, 0.50),
-        p99: percentile(&latencies, 0.99),
-        per_second: requests as f64 / elapsed,
-        hits: hits / requests as f64,
-    })
+    let [first, repeat]: [Timing; 2] = passes.try_into().map_err(|_| "two passes")?;
+    Ok([first, repeat])
 }
 
 fn header() -> String {
     format!(
-        "{:>9}  {:<18} {:>9} {:>9} {:>8} {:>9}",
-        "size", "search", "p50 ms", "p99 ms", "req/s", "hits"
+        "{:>9}  {:<18} {:<7} {:>9} {:>9} {:>8} {:>9}",
+        "size", "search", "pass", "p50 ms", "p99 ms", "req/s", "hits"
     )
 }
 
 fn row(t: &Timing) -> String {
     format!(
-        "{:>9}  {:<18} {:>9.2} {:>9.2} {:>8.1} {:>9.1}",
-        t.size, t.search, t.p50, t.p99, t.per_second, t.hits
+        "{:>9}  {:<18} {:<7} {:>9.2} {:>9.2} {:>8.1} {:>9.1}",
+        t.size, t.search, t.pass, t.p50, t.p99, t.per_second, t.hits
     )
 }
 
@@ -845,18 +877,31 @@ fn run_size(
         practices(n),
         vcs_orgs(n)
     );
-    let fresh = Fresh::new(o.postgres.as_deref(), n, o.keep)?;
+    let (fresh, loaded) = Fresh::new(o.postgres.as_deref(), n, o.keep)?;
 
     // 1. Load through the library, then capture the SQL of each search.
     let (tick, statements) = {
         let store = Store::open(&fresh.url)?;
-        let rate = load(&store, n)?;
-        println!("load: {:.0} resources/s", rate);
+        if loaded {
+            let last = store
+                .read("Task", &format!("t{}", n - 1))
+                .map_err(|e| e.to_string())?;
+            if last.is_none() {
+                return Err(format!(
+                    "the kept database {} was not loaded to the end; remove it",
+                    fresh.url
+                ));
+            }
+            println!("reusing the kept database {}", fresh.url);
+        } else {
+            let rate = load(&store, n)?;
+            println!("load: {:.0} resources/s", rate);
+        }
         let mut db = Db::open(&fresh.url)?;
-        if o.postgres.is_some() {
+        if o.postgres.is_some() && !loaded {
             db.execute("VACUUM ANALYZE")?;
             println!("ran VACUUM ANALYZE");
-        } else if o.analyze {
+        } else if o.analyze && !loaded {
             db.execute("ANALYZE")?;
             println!("ran ANALYZE");
         }
@@ -898,8 +943,10 @@ fn run_size(
             o.queries,
             tick,
         ))?;
-        println!("{}", row(&t));
-        timings.push(t);
+        for t in t {
+            println!("{}", row(&t));
+            timings.push(t);
+        }
     }
     drop(server);
 
@@ -964,15 +1011,20 @@ fn run() -> Result<(), String> {
         if small != large {
             println!("\np50 at N = {large} / p50 at N = {small} (target: at most 1.5x)");
             for search in &SEARCHES {
-                let p50 = |size: usize| {
-                    all.iter()
-                        .find(|t| t.size == size && t.search == search.name)
-                        .map(|t| t.p50)
-                };
-                if let (Some(a), Some(b)) = (p50(large), p50(small)) {
-                    let ratio = a / b;
-                    let verdict = if ratio <= 1.5 { "ok" } else { "OVER" };
-                    println!("  {:<18} {:>7.2}x  {verdict}", search.name, ratio);
+                for pass in ["first", "repeat"] {
+                    let p50 = |size: usize| {
+                        all.iter()
+                            .find(|t| t.size == size && t.search == search.name && t.pass == pass)
+                            .map(|t| t.p50)
+                    };
+                    if let (Some(a), Some(b)) = (p50(large), p50(small)) {
+                        let ratio = a / b;
+                        let verdict = if ratio <= 1.5 { "ok" } else { "OVER" };
+                        println!(
+                            "  {:<18} {:<7} {:>7.2}x  {verdict}",
+                            search.name, pass, ratio
+                        );
+                    }
                 }
             }
         }

@@ -49,6 +49,7 @@ pub async fn create(
         let bytes = read_body(&req, payload, state.max_body_bytes).await?;
         let criteria = negotiate::if_none_exist(&req);
         let t = res_type.clone();
+        let base = base_url(&req);
         let created = state
             .store
             .run(move |s| {
@@ -60,6 +61,7 @@ pub async fn create(
                         format,
                     },
                     criteria.as_deref(),
+                    &base,
                 )
             })
             .await?;
@@ -209,6 +211,7 @@ pub async fn conditional_update(
         let if_match = negotiate::if_match(&req)?;
         let criteria = form_pairs(req.query_string().as_bytes());
         let bytes = read_body(&req, payload, state.max_body_bytes).await?;
+        let base = base_url(&req);
         let w = state
             .store
             .run(move |s| {
@@ -221,6 +224,7 @@ pub async fn conditional_update(
                         format,
                     },
                     if_match,
+                    &base,
                 )
             })
             .await?;
@@ -282,9 +286,10 @@ pub async fn conditional_delete(
     handle(&req.clone(), |_out| async move {
         fhir::check_type(&res_type)?;
         let criteria = form_pairs(req.query_string().as_bytes());
+        let base = base_url(&req);
         let w = state
             .store
-            .run(move |s| fhir::conditional_delete(s, &res_type, &criteria))
+            .run(move |s| fhir::conditional_delete(s, &res_type, &criteria, &base))
             .await?;
         Ok(deleted(w.as_ref()))
     })

@@ -165,7 +165,12 @@ fn parse_entry(index: usize, e: &Value, base: &str) -> FhirResult<Entry> {
         None => None,
     };
     let if_none_exist = match request.get("ifNoneExist").and_then(Value::as_str) {
-        Some(q) => Some(Criteria::parse(&res_type, &form_pairs(q), "ifNoneExist")?),
+        Some(q) => Some(Criteria::parse(
+            &res_type,
+            &form_pairs(q),
+            "ifNoneExist",
+            base,
+        )?),
         None => None,
     };
     Ok(Entry {
@@ -258,7 +263,7 @@ fn transaction(tx: &mut Tx, entries: &[Entry], base: &str) -> FhirResult<Vec<Out
             }
             (Method::Put, Target::Instance(t, id)) => format!("{t}/{id}"),
             (Method::Put, Target::Query(t, q)) => {
-                let c = Criteria::parse(t, q, "conditional update")
+                let c = Criteria::parse(t, q, "conditional update", base)
                     .map_err(|err| err.at_entry(e.index))?;
                 let resource = e
                     .resource
@@ -283,7 +288,7 @@ fn transaction(tx: &mut Tx, entries: &[Entry], base: &str) -> FhirResult<Vec<Out
         let response = match existing.get(&e.index) {
             Some(current) => Ok(written(current, "200 OK", false)),
             None => {
-                let prepared = prepare(tx, e, &ids, assigned.get(&e.index))?;
+                let prepared = prepare(tx, e, &ids, assigned.get(&e.index), base)?;
                 run_prepared(tx, &prepared, base)
             }
         };
@@ -304,10 +309,11 @@ fn prepare<'a>(
     e: &'a Entry,
     ids: &HashMap<String, String>,
     id: Option<&'a String>,
+    base: &str,
 ) -> FhirResult<Prepared<'a>> {
     let mut resource = e.resource.clone();
     if let Some(r) = resource.as_mut() {
-        rewrite_references(tx, r, ids).map_err(|err| err.at_entry(e.index))?;
+        rewrite_references(tx, r, ids, base).map_err(|err| err.at_entry(e.index))?;
     }
     Ok(Prepared {
         entry: e,
@@ -318,7 +324,12 @@ fn prepare<'a>(
 
 /// Replaces `urn:uuid:` references to other entries with their `Type/id`,
 /// and conditional references (`Patient?identifier=…`) with the one match.
-fn rewrite_references(tx: &mut Tx, v: &mut Value, ids: &HashMap<String, String>) -> FhirResult<()> {
+fn rewrite_references(
+    tx: &mut Tx,
+    v: &mut Value,
+    ids: &HashMap<String, String>,
+    base: &str,
+) -> FhirResult<()> {
     match v {
         Value::Object(o) => {
             for (k, child) in o.iter_mut() {
@@ -334,7 +345,12 @@ fn rewrite_references(tx: &mut Tx, v: &mut Value, ids: &HashMap<String, String>)
                             r.split_once('?').filter(|(t, _)| !t.contains('/'))
                         {
                             super::check_type(t)?;
-                            let c = Criteria::parse(t, &form_pairs(q), "a conditional reference")?;
+                            let c = Criteria::parse(
+                                t,
+                                &form_pairs(q),
+                                "a conditional reference",
+                                base,
+                            )?;
                             let found = one_match(tx, t, &c)?.ok_or_else(|| {
                                 FhirError::PreconditionFailed(format!(
                                     "conditional reference '{r}' matches nothing"
@@ -343,13 +359,13 @@ fn rewrite_references(tx: &mut Tx, v: &mut Value, ids: &HashMap<String, String>)
                             *r = format!("{t}/{}", found.res_id);
                         }
                     }
-                    _ => rewrite_references(tx, child, ids)?,
+                    _ => rewrite_references(tx, child, ids, base)?,
                 }
             }
         }
         Value::Array(a) => {
             for child in a {
-                rewrite_references(tx, child, ids)?;
+                rewrite_references(tx, child, ids, base)?;
             }
         }
         _ => {}
@@ -370,7 +386,7 @@ fn one_match(tx: &mut Tx, res_type: &str, c: &Criteria) -> FhirResult<Option<Cur
 
 /// One entry of a batch, or of a transaction without identities to share.
 fn run(tx: &mut Tx, e: &Entry, ids: &HashMap<String, String>, base: &str) -> FhirResult<OutEntry> {
-    let prepared = prepare(tx, e, ids, None)?;
+    let prepared = prepare(tx, e, ids, None, base)?;
     run_prepared(tx, &prepared, base)
 }
 
@@ -396,7 +412,7 @@ fn run_prepared(tx: &mut Tx, p: &Prepared, base: &str) -> FhirResult<OutEntry> {
         (Method::Put, Target::Query(t, q)) => match p.id {
             Some(id) => write::update(tx, t, id, resource()?, e.if_match).map(|w| from_write(&w)),
             None => {
-                let c = Criteria::parse(t, q, "conditional update")?;
+                let c = Criteria::parse(t, q, "conditional update", base)?;
                 write::conditional_update(tx, t, &c, resource()?, e.if_match)
                     .map(|w| from_write(&w))
             }
@@ -412,7 +428,7 @@ fn run_prepared(tx: &mut Tx, p: &Prepared, base: &str) -> FhirResult<OutEntry> {
             write::delete(tx, t, id, e.if_match).map(|w| deleted(Some(&w)))
         }
         (Method::Delete, Target::Query(t, q)) => {
-            let c = Criteria::parse(t, q, "conditional delete")?;
+            let c = Criteria::parse(t, q, "conditional delete", base)?;
             write::conditional_delete(tx, t, &c).map(|w| deleted(w.as_ref()))
         }
         (Method::Get, Target::Instance(t, id)) => {

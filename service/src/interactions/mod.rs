@@ -57,20 +57,29 @@ pub(crate) struct Criteria {
 }
 
 impl Criteria {
+    /// `base` is this server's URL: absolute references to it are local
+    /// ones, as in a search.
     pub(crate) fn parse(
         res_type: &str,
         criteria: &[(String, String)],
         what: &str,
+        base: &str,
     ) -> FhirResult<Criteria> {
         // Criteria the server does not understand must not be ignored here: a
         // conditional write would then act on the wrong resources.
-        let query = SearchQuery::parse(res_type, criteria, true)?;
+        let query = SearchQuery::parse(res_type, criteria, true)?.local_to(base);
         if !query.has_criteria() {
             return Err(FhirError::invalid(format!("{what} needs search criteria")));
         }
         let mut applied = query.applied.clone();
         applied.sort();
-        let pairs: Vec<String> = applied.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // The same criteria written with absolute or local references take
+        // the same lock.
+        let ours = format!("{}/", base.trim_end_matches('/'));
+        let pairs: Vec<String> = applied
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.replace(&ours, "")))
+            .collect();
         Ok(Criteria {
             lock_key: format!("{res_type}?{}", pairs.join("&")),
             query,
@@ -84,10 +93,11 @@ pub fn create(
     res_type: &str,
     body: Body,
     if_none_exist: Option<&[(String, String)]>,
+    base: &str,
 ) -> FhirResult<Created> {
     let resource = body.parse(res_type)?;
     let criteria = if_none_exist
-        .map(|c| Criteria::parse(res_type, c, "If-None-Exist"))
+        .map(|c| Criteria::parse(res_type, c, "If-None-Exist", base))
         .transpose()?;
     store.transaction(|tx| write::create(tx, res_type, &resource, criteria.as_ref(), None))
 }
@@ -113,9 +123,10 @@ pub fn conditional_update(
     criteria: &[(String, String)],
     body: Body,
     if_match: Option<i32>,
+    base: &str,
 ) -> FhirResult<WriteOutcome> {
     let resource = body.parse(res_type)?;
-    let c = Criteria::parse(res_type, criteria, "conditional update")?;
+    let c = Criteria::parse(res_type, criteria, "conditional update", base)?;
     store.transaction(|tx| write::conditional_update(tx, res_type, &c, &resource, if_match))
 }
 
@@ -148,8 +159,9 @@ pub fn conditional_delete(
     store: &Store,
     res_type: &str,
     criteria: &[(String, String)],
+    base: &str,
 ) -> FhirResult<Option<WriteOutcome>> {
-    let c = Criteria::parse(res_type, criteria, "conditional delete")?;
+    let c = Criteria::parse(res_type, criteria, "conditional delete", base)?;
     store.transaction(|tx| write::conditional_delete(tx, res_type, &c))
 }
 
