@@ -43,7 +43,7 @@ pub(super) fn search(
     } else {
         let mut count = Sql::new(c);
         count.push("SELECT COUNT(*) AS n FROM resources r0 WHERE ");
-        conditions(&mut count, res_type, q, lead);
+        conditions(&mut count, res_type, q, lead, true);
         Some(load!(c, count, Count)?.first().map_or(0, |c| c.n))
     };
     if q.count == 0 {
@@ -60,7 +60,7 @@ pub(super) fn search(
     }
     let mut page = Sql::new(c);
     page.push("SELECT r0.res_type, r0.res_id, r0.version, r0.last_updated, r0.deleted, r0.body, r0.tick FROM resources r0 WHERE ");
-    conditions(&mut page, res_type, q, lead);
+    conditions(&mut page, res_type, q, lead, false);
     match q.feed {
         // The change feed reads in commit order, resuming after a tick.
         Some(_) => {
@@ -132,7 +132,7 @@ fn sorted(
         sql.push(&format!(" AS s{i}"));
     }
     sql.push(" FROM resources r0 WHERE ");
-    conditions(&mut sql, res_type, q, lead);
+    conditions(&mut sql, res_type, q, lead, false);
     sql.push(") t");
     if let Some(after) = &q.after_sort {
         // (k0, k1, …, id) strictly after the previous page's last row.
@@ -334,7 +334,7 @@ pub(super) fn matching_ids(
     let lead = lead(c, q)?;
     let mut sql = Sql::new(c);
     sql.push("SELECT r0.res_id FROM resources r0 WHERE ");
-    conditions(&mut sql, res_type, q, lead);
+    conditions(&mut sql, res_type, q, lead, false);
     sql.push(&format!(" ORDER BY r0.res_id LIMIT {limit}"));
     Ok(load!(c, sql, Id)?.into_iter().map(|r| r.res_id).collect())
 }
@@ -398,23 +398,48 @@ fn lead(c: &mut AnyConnection, q: &SearchQuery) -> FhirResult<Lead> {
     Ok(Lead::Clause(i))
 }
 
-fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery, lead: Lead) {
-    sql.push("r0.res_type = ")
-        .text(res_type)
-        .push(" AND NOT r0.deleted");
+/// The WHERE clause of `q` on the resource row `r0`. `counting`: only
+/// the number of matches is wanted, so when every condition is an index
+/// lookup the resource row is not read at all (only live resources have
+/// index entries); the (type, id) key is an index-only read.
+fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery, lead: Lead, counting: bool) {
+    let Lead::Clause(lead) = lead else {
+        sql.push("r0.res_type = ")
+            .text(res_type)
+            .push(" AND NOT r0.deleted");
+        if let Some(tick) = q.feed {
+            sql.push(&format!(" AND r0.tick > {tick}"));
+        }
+        for clause in &q.clauses {
+            sql.push(" AND ");
+            condition(sql, clause, res_type, "r0", Role::Rows, &[]);
+        }
+        return;
+    };
+    // Conditions on the resource row stay on it; the other index clauses
+    // go to the lead, which checks them on its own entries.
+    let (on_row, probes): (Vec<&Clause>, Vec<&Clause>) = q
+        .clauses
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != lead)
+        .map(|(_, c)| c)
+        .partition(|c| matches!(c.target, Target::Id | Target::LastUpdated));
+    let row_free = counting && on_row.is_empty() && q.feed.is_none() && is_lookup(&q.clauses[lead]);
+    sql.push("r0.res_type = ").text(res_type);
+    if !row_free {
+        sql.push(" AND NOT r0.deleted");
+    }
     if let Some(tick) = q.feed {
-        let column = sql.column(lead, "r0.tick");
+        let column = sql.column(Lead::Clause(lead), "r0.tick");
         sql.push(&format!(" AND {column} > {tick}"));
     }
-    for (i, clause) in q.clauses.iter().enumerate() {
+    for clause in on_row {
         sql.push(" AND ");
-        let role = match lead {
-            Lead::Clause(d) if d == i => Role::Drive,
-            Lead::Clause(_) => Role::Probe,
-            Lead::Rows => Role::Rows,
-        };
-        condition(sql, clause, res_type, 0, role);
+        condition(sql, clause, res_type, "r0", Role::Probe, &[]);
     }
+    sql.push(" AND ");
+    condition(sql, &q.clauses[lead], res_type, "r0", Role::Drive, &probes);
 }
 
 /// A clause's part in its query (see `Lead`).
@@ -463,54 +488,58 @@ fn selectivity(clause: &Clause) -> Option<u8> {
         .max()
 }
 
-/// The condition for `clause` on the resource row aliased `r{depth}`, of
-/// type `res_type`; chains and `_has` nest one level deeper with aliases of
-/// their own, where the one inner condition drives.
-fn condition(sql: &mut Sql, clause: &Clause, res_type: &str, depth: usize, role: Role) {
-    let r = format!("r{depth}");
-    let x = format!("x{depth}");
-    let next = format!("r{}", depth + 1);
+/// The condition for `clause` on the candidate `row` (an alias whose
+/// `res_type` and `res_id` name it: a resource row, or the lead's index
+/// entry), of type `res_type`. A leading clause checks `probes` on its own
+/// index entries, so the resource rows it reads are only those that pass
+/// every index condition. Chains and `_has` nest a query on another type,
+/// where the one inner clause leads.
+fn condition(
+    sql: &mut Sql,
+    clause: &Clause,
+    res_type: &str,
+    row: &str,
+    role: Role,
+    probes: &[&Clause],
+) {
+    let x = sql.alias("x");
     let (kind, param) = match &clause.target {
         Target::Id => {
             any_of(sql, clause.negate, &clause.any_of, |sql, m| {
                 if let Match::Id(id) = m {
-                    sql.push(&format!("{r}.res_id = ")).text(id);
+                    sql.push(&format!("{row}.res_id = ")).text(id);
                 }
             });
+            probe_each(sql, res_type, row, probes);
             return;
         }
         Target::LastUpdated => {
             let column = if role == Role::Probe {
-                sql.column(Lead::Clause(0), &format!("{r}.last_updated"))
+                sql.column(Lead::Clause(0), &format!("{row}.last_updated"))
             } else {
-                format!("{r}.last_updated")
+                format!("{row}.last_updated")
             };
             any_of(sql, clause.negate, &clause.any_of, |sql, m| {
                 if let Match::Date(d) = m {
                     point_in_date(sql, &column, d);
                 }
             });
+            probe_each(sql, res_type, row, probes);
+            return;
+        }
+        Target::Chain { .. } if role == Role::Drive => {
+            sql.push(&format!("{row}.res_id IN ("));
+            lookup(sql, clause, res_type, probes);
+            sql.push(")");
             return;
         }
         Target::Chain { param, branches } => {
             // Resources whose `param` points at a target that matches.
-            open_index(sql, role, false, "search_reference", &r, &x, res_type);
-            sql.push(&format!(" AND {x}.param = "))
-                .text(param)
-                .push(" AND (");
-            for (i, (target_type, inner)) in branches.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                sql.push(&format!("({x}.target_type = "))
-                    .text(target_type)
-                    .push(&format!(" AND {x}.target_id IN (SELECT {next}.res_id FROM resources {next} WHERE {next}.res_type = "))
-                    .text(target_type)
-                    .push(&format!(" AND NOT {next}.deleted AND "));
-                condition(sql, inner, target_type, depth + 1, Role::Drive);
-                sql.push("))");
-            }
-            sql.push("))");
+            sql.push(&format!(
+                "EXISTS (SELECT 1 FROM search_reference {x} WHERE {x}.res_type = {row}.res_type AND {x}.res_id = {row}.res_id"
+            ));
+            chain_targets(sql, &x, param, branches);
+            sql.push(")");
             return;
         }
         Target::Has {
@@ -519,12 +548,13 @@ fn condition(sql: &mut Sql, clause: &Clause, res_type: &str, depth: usize, role:
             inner,
         } => {
             // Resources that a matching `other` points at through `via`.
-            if role == Role::Probe {
-                sql.push(&format!("EXISTS (SELECT 1 FROM search_reference {x} WHERE {x}.target_type = {r}.res_type AND {x}.target_id = {r}.res_id"));
-            } else {
-                sql.push(&format!("{r}.res_id IN (SELECT {x}.target_id FROM search_reference {x} WHERE {x}.target_type = "))
+            if role == Role::Drive {
+                sql.push(&format!("{row}.res_id IN (SELECT {x}.target_id FROM search_reference {x} WHERE {x}.target_type = "))
                     .text(res_type);
+            } else {
+                sql.push(&format!("EXISTS (SELECT 1 FROM search_reference {x} WHERE {x}.target_type = {row}.res_type AND {x}.target_id = {row}.res_id"));
             }
+            let next = sql.alias("r");
             sql.push(&format!(" AND {x}.res_type = "))
                 .text(other)
                 .push(&format!(" AND {x}.param = "))
@@ -532,15 +562,28 @@ fn condition(sql: &mut Sql, clause: &Clause, res_type: &str, depth: usize, role:
                 .push(&format!(" AND {x}.res_id IN (SELECT {next}.res_id FROM resources {next} WHERE {next}.res_type = "))
                 .text(other)
                 .push(&format!(" AND NOT {next}.deleted AND "));
-            condition(sql, inner, other, depth + 1, Role::Drive);
+            condition(sql, inner, other, &next, Role::Drive, &[]);
             sql.push("))");
+            // Here the candidate is the entry's target, not the entry: the
+            // other clauses check the resource row.
+            probe_each(sql, res_type, row, probes);
             return;
         }
         Target::Index(kind, param) => (*kind, param),
     };
     let negate = clause.negate || clause.missing == Some(true);
-    open_index(sql, role, negate, table_of(kind), &r, &x, res_type);
-    sql.push(&format!(" AND {x}.param = ")).text(param);
+    if role == Role::Drive && !negate {
+        sql.push(&format!("{row}.res_id IN ("));
+        lookup(sql, clause, res_type, probes);
+        sql.push(")");
+        return;
+    }
+    let not = if negate { "NOT " } else { "" };
+    sql.push(&format!(
+        "{not}EXISTS (SELECT 1 FROM {} {x} WHERE {x}.res_type = {row}.res_type AND {x}.res_id = {row}.res_id AND {x}.param = ",
+        table_of(kind)
+    ))
+    .text(param);
     if clause.missing.is_none() {
         sql.push(" AND ");
         any_of(sql, false, &clause.any_of, |sql, m| index_match(sql, &x, m));
@@ -548,29 +591,86 @@ fn condition(sql: &mut Sql, clause: &Clause, res_type: &str, depth: usize, role:
     sql.push(")");
 }
 
-/// Opens the subquery over `table` (alias `x`) for resource row `r`: an
-/// uncorrelated `IN` lookup when it drives, a correlated `EXISTS` probe
-/// otherwise (`NOT` either way when negated). The caller adds conditions on
-/// `x` and closes the parenthesis.
-fn open_index(
-    sql: &mut Sql,
-    role: Role,
-    negate: bool,
-    table: &str,
-    r: &str,
-    x: &str,
-    res_type: &str,
-) {
-    let not = if negate { "NOT " } else { "" };
-    if role == Role::Drive && !negate {
-        sql.push(&format!(
-            "{r}.res_id IN (SELECT {x}.res_id FROM {table} {x} WHERE {x}.res_type = "
-        ))
-        .text(res_type);
-    } else {
-        sql.push(&format!(
-            "{not}EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.res_type = {r}.res_type AND {x}.res_id = {r}.res_id"
-        ));
+/// Whether `clause` can be answered from index entries alone, as `lookup`
+/// writes it. Only live resources have index entries, so such a lookup
+/// needs no visit to the resource rows to leave out deleted ones.
+fn is_lookup(clause: &Clause) -> bool {
+    match clause.target {
+        Target::Index(..) => !clause.negate && clause.missing != Some(true),
+        Target::Chain { .. } => true,
+        _ => false,
+    }
+}
+
+/// `SELECT x.res_id FROM <index> x WHERE …` for a clause that `is_lookup`,
+/// checking `probes` on each entry.
+fn lookup(sql: &mut Sql, clause: &Clause, res_type: &str, probes: &[&Clause]) {
+    let x = sql.alias("x");
+    match &clause.target {
+        Target::Chain { param, branches } => {
+            sql.push(&format!(
+                "SELECT {x}.res_id FROM search_reference {x} WHERE {x}.res_type = "
+            ))
+            .text(res_type);
+            chain_targets(sql, &x, param, branches);
+        }
+        Target::Index(kind, param) => {
+            sql.push(&format!(
+                "SELECT {x}.res_id FROM {} {x} WHERE {x}.res_type = ",
+                table_of(*kind)
+            ))
+            .text(res_type)
+            .push(&format!(" AND {x}.param = "))
+            .text(param);
+            if clause.missing.is_none() {
+                sql.push(" AND ");
+                any_of(sql, false, &clause.any_of, |sql, m| index_match(sql, &x, m));
+            }
+        }
+        _ => {
+            sql.push("SELECT NULL WHERE 1 = 0");
+        }
+    }
+    probe_each(sql, res_type, &x, probes);
+}
+
+/// ` AND x.param = … AND (…)`: the reference entry `x` points through
+/// `param` at a live target of one of the branches' types that matches
+/// the branch's clause.
+fn chain_targets(sql: &mut Sql, x: &str, param: &str, branches: &[(String, Clause)]) {
+    sql.push(&format!(" AND {x}.param = "))
+        .text(param)
+        .push(" AND (");
+    for (i, (target_type, inner)) in branches.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push(&format!("({x}.target_type = "))
+            .text(target_type)
+            .push(&format!(" AND {x}.target_id IN ("));
+        if is_lookup(inner) {
+            lookup(sql, inner, target_type, &[]);
+        } else {
+            // `_id`, `_lastUpdated`, `_has` or a negation: the target's
+            // resource row decides.
+            let next = sql.alias("r");
+            sql.push(&format!(
+                "SELECT {next}.res_id FROM resources {next} WHERE {next}.res_type = "
+            ))
+            .text(target_type)
+            .push(&format!(" AND NOT {next}.deleted AND "));
+            condition(sql, inner, target_type, &next, Role::Drive, &[]);
+        }
+        sql.push("))");
+    }
+    sql.push(")");
+}
+
+/// ` AND ` each of `probes` on the candidate `row`.
+fn probe_each(sql: &mut Sql, res_type: &str, row: &str, probes: &[&Clause]) {
+    for p in probes {
+        sql.push(" AND ");
+        condition(sql, p, res_type, row, Role::Probe, &[]);
     }
 }
 

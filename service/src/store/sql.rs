@@ -16,6 +16,8 @@ pub(super) struct Sql {
     pub(super) binds: Vec<Bind>,
     /// PostgreSQL numbers its placeholders (`$1`), SQLite does not (`?`).
     pub(super) numbered: bool,
+    /// Table aliases handed out so far (`alias`).
+    aliases: usize,
 }
 
 impl Sql {
@@ -24,7 +26,15 @@ impl Sql {
             text: String::new(),
             binds: vec![],
             numbered: matches!(conn, AnyConnection::Postgresql(_)),
+            aliases: 0,
         }
+    }
+
+    /// A table alias not used before in this statement (`r0` is the
+    /// outermost resource row, taken by the caller).
+    pub(super) fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
     }
 
     pub(super) fn push(&mut self, s: &str) -> &mut Self {
