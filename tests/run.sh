@@ -12,7 +12,9 @@
 #      `sp-hub serve`, each on its own fresh SQLite file:
 #      tests/python/check_fhirclient.py (fhir.resources validates what the
 #      server writes) and tests/python/check_fhirpy.py (the fhirpy client
-#      drives search: chaining, _has, _include/_revinclude, paging, ...).
+#      drives search: chaining, _has, _include/_revinclude, paging, ...),
+#      and tests/python/check_profiles.py (offline: the profiles, code
+#      systems and examples in fhir-profiles/ are valid R4 and agree).
 #
 # Everything temporary lives in one mktemp directory that is removed on exit,
 # together with the PostgreSQL cluster and the server, even on failure or
@@ -337,12 +339,18 @@ run_python_check() {
 
 FHIRCLIENT_RC=0
 FHIRPY_RC=0
+PROFILES_RC=0
 if prepare_python_checks; then
 	run_python_check fhirclient check_fhirclient.py || FHIRCLIENT_RC=$?
 	run_python_check fhirpy check_fhirpy.py || FHIRPY_RC=$?
+	# Offline: the profiles, code systems and examples in fhir-profiles/,
+	# read by fhir.resources and checked code by code, reference by reference.
+	log "running tests/python/check_profiles.py"
+	"$VENV/bin/python" "$REPO_ROOT/tests/python/check_profiles.py" || PROFILES_RC=$?
 else
 	FHIRCLIENT_RC=1
 	FHIRPY_RC=1
+	PROFILES_RC=1
 fi
 
 # ---------------------------------------------------------------------------
@@ -355,7 +363,7 @@ else
 	echo "rust tests ($RUNNER): FAILED (exit status $RUST_RC)"
 fi
 PY_PASSED=0
-for check in fhirclient:$FHIRCLIENT_RC fhirpy:$FHIRPY_RC; do
+for check in fhirclient:$FHIRCLIENT_RC fhirpy:$FHIRPY_RC profiles:$PROFILES_RC; do
 	if [[ ${check#*:} == 0 ]]; then
 		echo "python ${check%%:*} check: ok"
 		PY_PASSED=$((PY_PASSED + 1))
@@ -365,9 +373,9 @@ for check in fhirclient:$FHIRCLIENT_RC fhirpy:$FHIRPY_RC; do
 done
 if [[ -n $RUST_PASSED ]]; then
 	# Each Python check counts as one test.
-	echo "$((RUST_PASSED + PY_PASSED)) passed, $((RUST_FAILED + 2 - PY_PASSED)) failed"
+	echo "$((RUST_PASSED + PY_PASSED)) passed, $((RUST_FAILED + 3 - PY_PASSED)) failed"
 fi
 
-if ((RUST_RC != 0 || FHIRCLIENT_RC != 0 || FHIRPY_RC != 0)); then
+if ((RUST_RC != 0 || FHIRCLIENT_RC != 0 || FHIRPY_RC != 0 || PROFILES_RC != 0)); then
 	exit 1
 fi
