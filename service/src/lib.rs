@@ -3,10 +3,12 @@
 //! Request flow: `api` (HTTP, negotiation) → `interactions` (FHIR REST
 //! semantics) → `fhir` (parsing, checks, bundles) and `search` (parameters,
 //! index rows) → `store` (one transaction per write, SQLite or PostgreSQL).
+//! `profiles` holds the domain's code systems, value sets and profiles.
 
 pub mod api;
 pub mod fhir;
 pub mod interactions;
+pub mod profiles;
 pub mod search;
 pub mod server;
 pub mod store;

@@ -19,6 +19,7 @@ pub struct ServeConfig {
 pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     crate::fhir::summary::load()?;
     let registry = crate::search::registry::load()?;
+    crate::profiles::load()?;
     let url = cfg.database_url.clone();
     let store = web::block(move || Store::open(&url))
         .await
