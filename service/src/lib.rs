@@ -3,7 +3,8 @@
 //! Request flow: `api` (HTTP, negotiation) → `interactions` (FHIR REST
 //! semantics) → `fhir` (parsing, checks, bundles) and `search` (parameters,
 //! index rows) → `store` (one transaction per write, SQLite or PostgreSQL).
-//! `profiles` holds the domain's code systems, value sets and profiles.
+//! `workflow` holds the social prescribing rules the write path enforces;
+//! `profiles` the domain's code systems, value sets and profiles.
 
 pub mod api;
 pub mod fhir;
@@ -12,3 +13,4 @@ pub mod profiles;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod workflow;

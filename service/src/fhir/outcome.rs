@@ -15,6 +15,7 @@ pub enum IssueType {
     Deleted,
     NotSupported,
     Conflict,
+    BusinessRule,
     TooCostly,
     Processing,
     Exception,
@@ -31,6 +32,7 @@ impl IssueType {
             IssueType::Deleted => "deleted",
             IssueType::NotSupported => "not-supported",
             IssueType::Conflict => "conflict",
+            IssueType::BusinessRule => "business-rule",
             IssueType::TooCostly => "too-costly",
             IssueType::Processing => "processing",
             IssueType::Exception => "exception",
@@ -70,6 +72,13 @@ pub enum FhirError {
     PreconditionFailed(String),
     #[error("{0}")]
     Conflict(String),
+    /// 409: the request is well formed but the resource's current state
+    /// forbids it (a workflow rule, e.g. an illegal Task status change).
+    #[error("{message}")]
+    StateConflict {
+        message: String,
+        expression: Option<String>,
+    },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{message}")]
@@ -109,6 +118,20 @@ impl FhirError {
         }
     }
 
+    pub fn state_conflict(message: impl Into<String>, expression: impl Into<String>) -> Self {
+        FhirError::StateConflict {
+            message: message.into(),
+            expression: Some(expression.into()),
+        }
+    }
+
+    pub fn unprocessable_at(message: impl Into<String>, expression: impl Into<String>) -> Self {
+        FhirError::Unprocessable {
+            message: message.into(),
+            expression: Some(expression.into()),
+        }
+    }
+
     pub fn at_entry(self, index: usize) -> FhirError {
         FhirError::AtEntry {
             index,
@@ -124,7 +147,7 @@ impl FhirError {
             FhirError::MethodNotAllowed(_) => 405,
             FhirError::NotAcceptable(_) => 406,
             FhirError::RequestTimeout(_) => 408,
-            FhirError::Conflict(_) => 409,
+            FhirError::Conflict(_) | FhirError::StateConflict { .. } => 409,
             FhirError::Gone(_) => 410,
             FhirError::PreconditionFailed(_) => 412,
             FhirError::PayloadTooLarge(_) => 413,
@@ -146,6 +169,7 @@ impl FhirError {
             | FhirError::NotAcceptable(_)
             | FhirError::UnsupportedMediaType(_) => IssueType::NotSupported,
             FhirError::PreconditionFailed(_) | FhirError::Conflict(_) => IssueType::Conflict,
+            FhirError::StateConflict { .. } => IssueType::BusinessRule,
             FhirError::PayloadTooLarge(_) => IssueType::TooCostly,
             FhirError::RequestTimeout(_) => IssueType::Timeout,
             FhirError::Unprocessable { .. } => IssueType::Processing,
@@ -157,6 +181,7 @@ impl FhirError {
         match self {
             FhirError::Invalid { expression, .. }
             | FhirError::Structure { expression, .. }
+            | FhirError::StateConflict { expression, .. }
             | FhirError::Unprocessable { expression, .. } => expression.clone(),
             // `Patient.name[0]` inside entry 3 is `Bundle.entry[3].resource.name[0]`.
             FhirError::AtEntry { index, inner } => {

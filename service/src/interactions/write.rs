@@ -1,5 +1,8 @@
 //! The write interactions as steps inside a store transaction, shared by
-//! single requests and transaction/batch bundles.
+//! single requests and transaction/batch bundles. Every new version goes
+//! through `put`, where the workflow rules apply.
+
+use std::cell::RefCell;
 
 use serde_json::Value;
 
@@ -7,6 +10,37 @@ use super::{live, not_found, Created, Criteria};
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource::{self, Format};
 use crate::store::{Current, Decision, Tx, WriteOutcome};
+use crate::workflow;
+
+/// Writes the version `next` makes from the current row. The workflow
+/// rules see the current and the new version before anything is written
+/// (`workflow::check`); once it is, a Task's status change may refuse
+/// (`workflow::after`, e.g. a parent with active sub-tasks) or make other
+/// resources follow, written here in the same transaction, through this
+/// same path. Any error rolls the whole transaction back.
+fn put(
+    tx: &mut Tx,
+    res_type: &str,
+    id: &str,
+    method: &'static str,
+    // `dyn`: `put` calls itself for what follows, with a closure of its own.
+    next: &dyn Fn(Option<&Current>) -> FhirResult<Value>,
+) -> FhirResult<WriteOutcome> {
+    let transition = RefCell::new(None);
+    let outcome = tx.write(res_type, id, |current| {
+        let resource = next(current)?;
+        *transition.borrow_mut() = workflow::check(res_type, id, current, &resource)?;
+        Ok(Decision::Put { method, resource })
+    })?;
+    if let Some(t) = transition.into_inner() {
+        for f in workflow::after(tx, &t)? {
+            put(tx, f.res_type, &f.id, "PUT", &|current| {
+                workflow::with_status(live(current, f.res_type, &f.id)?, f.status)
+            })?;
+        }
+    }
+    Ok(outcome)
+}
 
 /// Version precondition from `If-Match`.
 fn check_version(current: Option<&Current>, if_match: Option<i32>) -> FhirResult<()> {
@@ -72,13 +106,7 @@ pub fn create(
         }
     }
     let id = id.map_or_else(|| uuid::Uuid::new_v4().to_string(), String::from);
-    tx.write(res_type, &id, |_| {
-        Ok(Decision::Put {
-            method: "POST",
-            resource: resource.clone(),
-        })
-    })
-    .map(Created::New)
+    put(tx, res_type, &id, "POST", &|_| Ok(resource.clone())).map(Created::New)
 }
 
 pub fn update(
@@ -88,12 +116,9 @@ pub fn update(
     resource: &Value,
     if_match: Option<i32>,
 ) -> FhirResult<WriteOutcome> {
-    tx.write(res_type, id, |current| {
+    put(tx, res_type, id, "PUT", &|current| {
         check_version(current, if_match)?;
-        Ok(Decision::Put {
-            method: "PUT",
-            resource: resource.clone(),
-        })
+        Ok(resource.clone())
     })
 }
 
@@ -150,7 +175,7 @@ pub fn patch(
     patch: &json_patch::Patch,
     if_match: Option<i32>,
 ) -> FhirResult<WriteOutcome> {
-    tx.write(res_type, id, |current| {
+    put(tx, res_type, id, "PATCH", &|current| {
         let current = live(current, res_type, id)?;
         check_version(Some(current), if_match)?;
         let mut doc: Value = serde_json::from_str(&current.body)
@@ -169,10 +194,7 @@ pub fn patch(
                 expression: Some(format!("{res_type}.id")),
             });
         }
-        Ok(Decision::Put {
-            method: "PATCH",
-            resource: patched,
-        })
+        Ok(patched)
     })
 }
 

@@ -1,0 +1,371 @@
+//! The social prescribing workflow rules the server enforces on every write
+//! (single requests and transaction/batch Bundle entries alike): the Task
+//! state machine of DESIGN.md, the statusReason a Task needs in some
+//! statuses, the parent Task that cannot complete before its sub-tasks, and
+//! the referral (ServiceRequest) whose status follows its Task's end.
+//!
+//! The rules are data (the tables below) and small functions over them.
+//! `check` runs inside the store's write decision, before anything is
+//! written; `after` runs once the Task's version is written, in the same
+//! transaction, and says what must follow. An error from either rolls the
+//! whole transaction back. Creating a Task (or an update that creates one)
+//! is not a transition: imports bring Tasks in every status.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::fhir::outcome::{FhirError, FhirResult};
+use crate::search::SearchQuery;
+use crate::store::{Current, Tx};
+
+/// Every R4 Task.status code (http://hl7.org/fhir/task-status).
+pub const TASK_STATUSES: [&str; 12] = [
+    "draft",
+    "requested",
+    "received",
+    "accepted",
+    "rejected",
+    "ready",
+    "cancelled",
+    "in-progress",
+    "on-hold",
+    "failed",
+    "completed",
+    "entered-in-error",
+];
+
+/// The legal Task status changes, from → to (after the HL7 SDOH Clinical
+/// Care IG referral workflow). Any other change is refused; `received` and
+/// `ready` are R4 codes this workflow does not use, so no change leads to
+/// or from them.
+pub const TRANSITIONS: &[(&str, &[&str])] = &[
+    ("draft", &["requested", "entered-in-error"]),
+    ("requested", &["accepted", "rejected", "cancelled"]),
+    (
+        "accepted",
+        &["in-progress", "on-hold", "cancelled", "completed", "failed"],
+    ),
+    (
+        "in-progress",
+        &["on-hold", "cancelled", "completed", "failed"],
+    ),
+    (
+        "on-hold",
+        &["in-progress", "cancelled", "completed", "failed"],
+    ),
+];
+
+/// Statuses with no way out.
+pub const TERMINAL: &[&str] = &[
+    "rejected",
+    "cancelled",
+    "completed",
+    "failed",
+    "entered-in-error",
+];
+
+/// Statuses a Task may only be in with a `statusReason`.
+pub const NEEDS_REASON: &[&str] = &["rejected", "cancelled", "on-hold", "failed"];
+
+/// Statuses in which a sub-task keeps its parent from completing.
+pub const ACTIVE: &[&str] = &[
+    "draft",
+    "requested",
+    "received",
+    "accepted",
+    "ready",
+    "in-progress",
+    "on-hold",
+];
+
+/// When a top-level Task enters one of these statuses, its referral
+/// (`Task.focus`, a ServiceRequest) takes the paired status.
+pub const REFERRAL_FOLLOWS: &[(&str, &str)] = &[
+    ("completed", "completed"),
+    ("rejected", "revoked"),
+    ("cancelled", "revoked"),
+    ("failed", "revoked"),
+];
+
+/// ServiceRequest statuses that are final: a referral in one of them is
+/// left as it is when its Task ends.
+pub const REFERRAL_TERMINAL: &[&str] = &["completed", "revoked", "entered-in-error"];
+
+/// Sub-tasks named in a refusal; more are counted, not listed.
+const SUB_TASKS_NAMED: i64 = 10;
+
+/// Whether a Task may change from `from` to a different status `to`.
+pub fn allowed(from: &str, to: &str) -> bool {
+    next_statuses(from).contains(&to)
+}
+
+/// The statuses a Task in `from` may change to.
+pub fn next_statuses(from: &str) -> &'static [&'static str] {
+    TRANSITIONS
+        .iter()
+        .find(|(f, _)| *f == from)
+        .map_or(&[], |(_, to)| to)
+}
+
+/// A Task status change that has passed the rules, and what `after` needs
+/// to know about the Task to decide what follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub task_id: String,
+    pub from: String,
+    pub to: String,
+    /// The referral's id, when `Task.focus` is a local ServiceRequest reference.
+    pub referral: Option<String>,
+    /// The Task is a sub-task (has `partOf`): its end does not end the referral.
+    pub sub_task: bool,
+}
+
+/// What must be written after a transition, in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follow {
+    pub res_type: &'static str,
+    pub id: String,
+    pub status: &'static str,
+}
+
+/// Only the status of a stored version, read without building its tree.
+#[derive(Deserialize)]
+struct StoredStatus<'a> {
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+}
+
+fn stored_status(current: &Current) -> FhirResult<Option<String>> {
+    serde_json::from_str::<StoredStatus>(&current.body)
+        .map(|s| s.status.map(Cow::into_owned))
+        .map_err(|e| FhirError::Internal(format!("stored JSON unreadable: {e}")))
+}
+
+/// The rules on a new version `next` of `res_type`/`id`, given the current
+/// row: an illegal status change is 409, a missing statusReason 422.
+/// Returns the transition when a live Task changes status.
+pub fn check(
+    res_type: &str,
+    id: &str,
+    current: Option<&Current>,
+    next: &Value,
+) -> FhirResult<Option<Transition>> {
+    if res_type != "Task" {
+        return Ok(None);
+    }
+    // The parser has already refused a Task without a status.
+    let Some(to) = next.get("status").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let from = match current.filter(|c| !c.deleted) {
+        Some(cur) => stored_status(cur)?.filter(|from| from != to),
+        None => None,
+    };
+    if let Some(from) = &from {
+        if !allowed(from, to) {
+            return Err(FhirError::state_conflict(refusal(from, to), "Task.status"));
+        }
+    }
+    if NEEDS_REASON.contains(&to) && next.get("statusReason").is_none() {
+        return Err(FhirError::unprocessable_at(
+            format!(
+                "a Task with status '{to}' needs a statusReason (required for {})",
+                NEEDS_REASON.join(", ")
+            ),
+            "Task.statusReason",
+        ));
+    }
+    Ok(from.map(|from| Transition {
+        task_id: id.to_string(),
+        from,
+        to: to.to_string(),
+        referral: referral_id(next),
+        sub_task: next.get("partOf").is_some(),
+    }))
+}
+
+fn refusal(from: &str, to: &str) -> String {
+    let why = if TERMINAL.contains(&from) {
+        format!("'{from}' is a final status")
+    } else {
+        match next_statuses(from) {
+            [] => format!("'{from}' is not a status of the referral workflow"),
+            next => format!("from '{from}' a Task may move to {}", next.join(", ")),
+        }
+    };
+    format!("Task status cannot change from '{from}' to '{to}': {why}")
+}
+
+/// `ServiceRequest/{id}` (optionally `/_history/{v}`) in `Task.focus`.
+fn referral_id(task: &Value) -> Option<String> {
+    let reference = task.get("focus")?.get("reference")?.as_str()?;
+    let rest = reference.strip_prefix("ServiceRequest/")?;
+    let id = rest.split_once("/_history/").map_or(rest, |(id, _)| id);
+    crate::fhir::resource::check_id(id).ok()?;
+    Some(id.to_string())
+}
+
+/// The rules that read other resources, run after the Task's new version
+/// is written in `tx`: a parent cannot complete while a sub-task is
+/// active (409). Returns what follows: the referral's new status when a
+/// top-level Task ends and its referral is live and not yet final.
+pub fn after(tx: &mut Tx, t: &Transition) -> FhirResult<Vec<Follow>> {
+    if t.to == "completed" {
+        check_sub_tasks(tx, t)?;
+    }
+    let mut follows = vec![];
+    let status = REFERRAL_FOLLOWS
+        .iter()
+        .find(|(task, _)| *task == t.to)
+        .map(|(_, referral)| *referral);
+    if let (Some(status), Some(id), false) = (status, &t.referral, t.sub_task) {
+        let live_open = match tx.read("ServiceRequest", id)? {
+            Some(cur) if !cur.deleted => {
+                stored_status(&cur)?.is_none_or(|s| !REFERRAL_TERMINAL.contains(&s.as_str()))
+            }
+            _ => false,
+        };
+        if live_open {
+            follows.push(Follow {
+                res_type: "ServiceRequest",
+                id: id.clone(),
+                status,
+            });
+        }
+    }
+    Ok(follows)
+}
+
+fn check_sub_tasks(tx: &mut Tx, t: &Transition) -> FhirResult<()> {
+    let q = SearchQuery::parse(
+        "Task",
+        &[
+            ("part-of".into(), format!("Task/{}", t.task_id)),
+            ("status".into(), ACTIVE.join(",")),
+            ("_count".into(), SUB_TASKS_NAMED.to_string()),
+        ],
+        true,
+    )?;
+    let page = tx.search("Task", &q)?;
+    if page.items.is_empty() {
+        return Ok(());
+    }
+    let mut named = page
+        .items
+        .iter()
+        .map(|c| {
+            let status = stored_status(c)?.unwrap_or_default();
+            Ok(format!("Task/{} ({status})", c.res_id))
+        })
+        .collect::<FhirResult<Vec<_>>>()?;
+    let total = page.total.unwrap_or(page.items.len() as i64);
+    if total > page.items.len() as i64 {
+        named.push(format!("and {} more", total - page.items.len() as i64));
+    }
+    Err(FhirError::state_conflict(
+        format!(
+            "Task status cannot change from '{}' to 'completed' while sub-tasks (partOf Task/{}) are active: {}",
+            t.from,
+            t.task_id,
+            named.join(", ")
+        ),
+        "Task.status",
+    ))
+}
+
+/// The current version of a resource with `status` set: the body of the
+/// version that follows a transition.
+pub fn with_status(current: &Current, status: &str) -> FhirResult<Value> {
+    let mut body: Value = serde_json::from_str(&current.body)
+        .map_err(|e| FhirError::Internal(format!("stored JSON unreadable: {e}")))?;
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| FhirError::Internal("stored resource is not an object".into()))?;
+    obj.insert("status".into(), Value::String(status.into()));
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(body: Value, deleted: bool) -> Current {
+        Current {
+            res_type: "Task".into(),
+            res_id: "t1".into(),
+            version: 1,
+            last_updated: String::new(),
+            deleted,
+            body: body.to_string(),
+            tick: 0,
+        }
+    }
+
+    #[test]
+    fn the_table_names_only_r4_statuses_and_terminal_ones_have_no_way_out() {
+        for (from, to) in TRANSITIONS {
+            assert!(TASK_STATUSES.contains(from), "{from}");
+            assert!(!TERMINAL.contains(from), "{from} is terminal");
+            for t in *to {
+                assert!(TASK_STATUSES.contains(t), "{t}");
+            }
+        }
+        for s in TERMINAL.iter().chain(NEEDS_REASON).chain(ACTIVE) {
+            assert!(TASK_STATUSES.contains(s), "{s}");
+        }
+        assert!(allowed("in-progress", "on-hold") && allowed("on-hold", "in-progress"));
+        assert!(!allowed("completed", "in-progress"));
+        assert!(!allowed("requested", "received") && !allowed("ready", "in-progress"));
+    }
+
+    #[test]
+    fn creating_is_not_a_transition_but_needs_a_reason_where_the_status_does() {
+        let done = json!({"resourceType": "Task", "status": "completed"});
+        assert_eq!(check("Task", "t1", None, &done).unwrap(), None);
+        let deleted = row(json!({"status": "requested"}), true);
+        assert_eq!(check("Task", "t1", Some(&deleted), &done).unwrap(), None);
+        let held = json!({"resourceType": "Task", "status": "on-hold"});
+        let err = check("Task", "t1", None, &held).unwrap_err();
+        assert_eq!(err.status(), 422);
+        assert_eq!(
+            err.to_outcome()["issue"][0]["expression"][0],
+            "Task.statusReason"
+        );
+    }
+
+    #[test]
+    fn an_illegal_change_is_409_naming_both_statuses() {
+        let cur = row(json!({"status": "completed"}), false);
+        let next = json!({"resourceType": "Task", "status": "in-progress"});
+        let err = check("Task", "t1", Some(&cur), &next).unwrap_err();
+        assert_eq!(err.status(), 409);
+        let outcome = err.to_outcome();
+        let diagnostics = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(
+            diagnostics.contains("from 'completed' to 'in-progress'"),
+            "{diagnostics}"
+        );
+        assert_eq!(outcome["issue"][0]["code"], "business-rule");
+        assert_eq!(outcome["issue"][0]["expression"][0], "Task.status");
+    }
+
+    #[test]
+    fn a_legal_change_reports_the_referral_and_whether_it_is_a_sub_task() {
+        let cur = row(json!({"status": "in-progress"}), false);
+        let next = json!({"resourceType": "Task", "status": "completed",
+                          "focus": {"reference": "ServiceRequest/sr-1/_history/2"}});
+        let t = check("Task", "t1", Some(&cur), &next).unwrap().unwrap();
+        assert_eq!(
+            (t.from.as_str(), t.to.as_str()),
+            ("in-progress", "completed")
+        );
+        assert_eq!(t.referral.as_deref(), Some("sr-1"));
+        assert!(!t.sub_task);
+        let same = json!({"resourceType": "Task", "status": "in-progress"});
+        assert_eq!(check("Task", "t1", Some(&cur), &same).unwrap(), None);
+        assert_eq!(check("Patient", "p1", Some(&cur), &same).unwrap(), None);
+    }
+}
