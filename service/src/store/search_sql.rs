@@ -349,8 +349,16 @@ impl Sql {
     /// PostgreSQL keeps statistics and weighs both itself.
     fn column(&self, lead: Lead, column: &str) -> String {
         match lead {
-            Lead::Clause(_) if !self.numbered => format!("+{column}"),
-            _ => column.to_string(),
+            Lead::Clause(_) => self.kept_off_index(column),
+            Lead::Rows => column.to_string(),
+        }
+    }
+
+    fn kept_off_index(&self, column: &str) -> String {
+        if self.numbered {
+            column.to_string()
+        } else {
+            format!("+{column}")
         }
     }
 }
@@ -515,7 +523,7 @@ fn condition(
         }
         Target::LastUpdated => {
             let column = if role == Role::Probe {
-                sql.column(Lead::Clause(0), &format!("{row}.last_updated"))
+                sql.kept_off_index(&format!("{row}.last_updated"))
             } else {
                 format!("{row}.last_updated")
             };
