@@ -73,6 +73,7 @@ fn rich_referral() -> Value {
             "valueString": "reception"
         }]},
         "requester": {"reference": "#gp"},
+        "reasonCode": [{"coding": [{"system": SP_NEED, "code": "loneliness"}]}],
         "quantityQuantity": {"value": 6, "unit": "sessions"},
         "note": [{"text": "Line one\nLine two with <angle> & \"quotes\""}]
     })

@@ -337,7 +337,9 @@ async fn referral_workflow_task_moves_through_statuses(s: Server) {
 
     let mut accepted = t.clone();
     accepted["status"] = json!("accepted");
-    accepted["businessStatus"] = json!({"text": "First contact booked"});
+    accepted["businessStatus"] = json!({"coding": [{"system": SP_BUSINESS_STATUS,
+                                       "code": "first-contact-made"}],
+                                       "text": "First contact booked"});
     let resp = s
         .send(
             s.req(Method::PUT, &format!("/Task/{tid}"))
@@ -351,9 +353,12 @@ async fn referral_workflow_task_moves_through_statuses(s: Server) {
 
     let mut done = accepted.clone();
     done["status"] = json!("completed");
+    // The SP task profile: outputs are outcome measures, as Observations.
     done["output"] = json!([{
-        "type": {"text": "Outcome"},
-        "valueCodeableConcept": {"text": "Joined weekly walking group"}
+        "type": {"coding": [{"system": "https://sp-hub.example/fhir/CodeSystem/sp-outcome-measure",
+                             "code": "swemwbs-total"}], "text": "Outcome"},
+        "valueReference": {"reference": "Observation/swemwbs-1",
+                           "display": "Joined weekly walking group"}
     }]);
     let resp = s
         .send(
@@ -367,7 +372,7 @@ async fn referral_workflow_task_moves_through_statuses(s: Server) {
     let done = json(resp).await;
     assert_eq!(done["meta"]["versionId"], "3");
     assert_eq!(
-        done["output"][0]["valueCodeableConcept"]["text"],
+        done["output"][0]["valueReference"]["display"],
         "Joined weekly walking group"
     );
 

@@ -520,7 +520,8 @@ async fn reverse_chaining_finds_resources_by_what_refers_to_them(s: Server) {
         .await["entry"][0]["resource"]
         .clone();
     done["status"] = json!("cancelled");
-    done["statusReason"] = json!({"text": "Referral withdrawn"});
+    done["statusReason"] = json!({"coding": [{"system": SP_STATUS_REASON, "code": "other"}],
+                                  "text": "Referral withdrawn"});
     s.update(&done).await;
     assert_eq!(
         found(&s, "/ServiceRequest?_has:Task:focus:status=requested").await,

@@ -75,7 +75,8 @@ fn in_status(t: &Value, status: &str) -> Value {
     if NEEDS_REASON.contains(&status) {
         o.insert(
             "statusReason".into(),
-            json!({"text": format!("Reason for {status}")}),
+            json!({"coding": [{"system": SP_STATUS_REASON, "code": "other"}],
+                   "text": format!("Reason for {status}")}),
         );
     } else {
         o.remove("statusReason");

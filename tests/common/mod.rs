@@ -26,6 +26,11 @@ pub const FORM: &str = "application/x-www-form-urlencoded";
 pub const NHS_NUMBER: &str = "https://fhir.nhs.uk/Id/nhs-number";
 pub const REFERRAL_ID: &str = "https://fhir.example.org/sp-hub/referral-id";
 pub const SNOMED: &str = "http://snomed.info/sct";
+/// Our code systems (fhir-profiles/CodeSystem/): the SP referral profile
+/// binds reasonCode to needs, the SP task profile businessStatus.
+pub const SP_NEED: &str = "https://sp-hub.example/fhir/CodeSystem/sp-need";
+pub const SP_BUSINESS_STATUS: &str = "https://sp-hub.example/fhir/CodeSystem/sp-business-status";
+pub const SP_STATUS_REASON: &str = "https://sp-hub.example/fhir/CodeSystem/sp-status-reason";
 pub const SUBSETTED_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -750,7 +755,8 @@ pub fn service_request(patient_id: &str, referral_id: &str) -> Value {
         "subject": {"reference": format!("Patient/{patient_id}")},
         "authoredOn": "2024-05-01T09:30:00+01:00",
         "requester": {"display": "Dr Amara Shah, Chapel Allerton Medical Centre"},
-        "reasonCode": [{"text": "Social isolation and low mood since bereavement"}],
+        "reasonCode": [{"coding": [{"system": SP_NEED, "code": "bereavement"}],
+                        "text": "Social isolation and low mood since bereavement"}],
         "note": [{"text": "Would like to join a walking group; prefers morning contact."}]
     })
 }
@@ -769,7 +775,8 @@ pub fn task(service_request_id: &str, patient_id: &str) -> Value {
         "authoredOn": "2024-05-01T09:31:00+01:00",
         "requester": {"display": "Chapel Allerton Medical Centre"},
         "owner": {"display": "Leeds Community Connectors"},
-        "businessStatus": {"text": "Awaiting triage"}
+        "businessStatus": {"coding": [{"system": SP_BUSINESS_STATUS, "code": "awaiting-contact"}],
+                           "text": "Awaiting triage"}
     })
 }
 

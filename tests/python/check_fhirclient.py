@@ -39,6 +39,9 @@ FHIR_XML = "application/fhir+xml"
 FHIR_NS = "{http://hl7.org/fhir}"
 SNOMED = "http://snomed.info/sct"
 TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
+# The server validates SP referrals and Tasks against its own profiles
+# (fhir-profiles/StructureDefinition/sp-referral, sp-task).
+SP_NEED = "https://sp-hub.example/fhir/CodeSystem/sp-need"
 TIMEOUT = 30
 
 if fhir.resources.__fhir_version__ != "4.0.1":
@@ -199,6 +202,9 @@ def run(base, c):
         },
         "subject": {"reference": patient_ref},
         "authoredOn": authored,
+        "identifier": [{"system": "https://fhir.example.org/sp-hub/referral-id", "value": "PY-1"}],
+        "requester": {"display": "GP practice"},
+        "reasonCode": [{"coding": [{"system": SP_NEED, "code": "loneliness"}]}],
     }
     ServiceRequest.parse_obj(sr_body)  # our own request must be valid R4
 
@@ -269,6 +275,7 @@ def run(base, c):
         "focus": {"reference": f"ServiceRequest/{sr_id}"},
         "for": {"reference": patient_ref},
         "authoredOn": authored,
+        "requester": {"display": "GP practice"},
     }
 
     def check_task_content(name, task, resp):

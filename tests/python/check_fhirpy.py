@@ -47,6 +47,9 @@ ORG_TYPE = "http://terminology.hl7.org/CodeSystem/organization-type"
 SNOMED = "http://snomed.info/sct"
 SOCIAL_PRESCRIBING_REFERRAL = "871731000000106"
 TASK_CODE = "http://hl7.org/fhir/CodeSystem/task-code"
+# The server validates SP referrals and Tasks against its own profiles
+# (fhir-profiles/StructureDefinition/sp-referral, sp-task).
+SP_NEED = "https://sp-hub.example/fhir/CodeSystem/sp-need"
 PRACTICES = [("B86030", "Practice A"), ("B86031", "Practice B"), ("B86032", "Practice C")]
 N = 25
 TIMEOUT = 30
@@ -245,6 +248,9 @@ def run(base, c):
                 subject=patients[i].to_reference(),
                 requester=gps[gp].to_reference(),
                 authoredOn=authored,
+                identifier=[{"system": "https://fhir.example.org/sp-hub/referral-id",
+                             "value": f"PY-{i}"}],
+                reasonCode=[{"coding": [{"system": SP_NEED, "code": "loneliness"}]}],
             ), f"create ServiceRequest {i}")
             srs.append({"res": sr, "gp": gp, "day": day})
         c.ok(f"created {N} ServiceRequests")
@@ -258,6 +264,7 @@ def run(base, c):
                 "focus": srs[i]["res"].to_reference(),
                 "for": patients[i].to_reference(),
                 "authoredOn": srs[i]["res"]["authoredOn"],
+                "requester": {"display": "GP practice"},
             }
             if owned:
                 fields["owner"] = vcs.to_reference()

@@ -1,5 +1,6 @@
 //! `GET /metadata`: the CapabilityStatement, generated from what the server
-//! really registers (types, interactions, search parameters, formats).
+//! really registers (types, interactions, search parameters, formats, our
+//! profiles, `$validate`).
 
 use serde_json::{json, Value};
 
@@ -28,7 +29,10 @@ pub fn capability_statement(started: &str, registry: &Registry) -> Value {
         .iter()
         .map(|t| {
             let params: Vec<Value> = registry.for_type(t).map(search_param).collect();
-            json!({
+            let profiles: Vec<&str> = crate::profiles::load()
+                .map(|p| p.profiles_of(t).collect())
+                .unwrap_or_default();
+            let mut r = json!({
                 "type": t,
                 "interaction": interactions,
                 "versioning": "versioned-update",
@@ -39,7 +43,11 @@ pub fn capability_statement(started: &str, registry: &Registry) -> Value {
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
                 "searchParam": params,
-            })
+            });
+            if !profiles.is_empty() {
+                r["supportedProfile"] = json!(profiles);
+            }
+            r
         })
         .collect();
     json!({
@@ -57,6 +65,8 @@ pub fn capability_statement(started: &str, registry: &Registry) -> Value {
             "mode": "server",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "operation": [{"name": "validate",
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
             "searchParam": registry.for_type("Resource").map(search_param).collect::<Vec<_>>(),
         }]
     })

@@ -6,6 +6,7 @@ mod metadata;
 pub mod negotiate;
 mod render;
 mod rest;
+mod validate;
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -31,7 +32,10 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/{type}", &["GET", "POST", "PUT", "DELETE"]),
     ("/{type}/_search", &["POST"]),
     ("/{type}/_history", &["GET"]),
+    // Before `/{type}/{id}`, which would otherwise take `$validate` as an id.
+    ("/{type}/$validate", &["POST"]),
     ("/{type}/{id}", &["GET", "PUT", "PATCH", "DELETE"]),
+    ("/{type}/{id}/$validate", &["POST"]),
     ("/{type}/{id}/_history", &["GET"]),
     ("/{type}/{id}/_history/{vid}", &["GET"]),
 ];
@@ -50,6 +54,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ("/{type}", "DELETE") => resource.route(web::delete().to(rest::conditional_delete)),
                 ("/{type}/_search", _) => resource.route(web::post().to(rest::search_post)),
                 ("/{type}/_history", _) => resource.route(web::get().to(history::of_type)),
+                ("/{type}/$validate", _) => resource.route(web::post().to(validate::type_level)),
+                ("/{type}/{id}/$validate", _) => {
+                    resource.route(web::post().to(validate::instance_level))
+                }
                 ("/{type}/{id}", "GET") => resource.route(web::get().to(rest::read)),
                 ("/{type}/{id}", "PUT") => resource.route(web::put().to(rest::update)),
                 ("/{type}/{id}", "PATCH") => resource.route(web::patch().to(rest::patch)),

@@ -21,6 +21,7 @@ pub enum IssueType {
     Exception,
     Timeout,
     Informational,
+    Invariant,
 }
 
 impl IssueType {
@@ -38,6 +39,7 @@ impl IssueType {
             IssueType::Exception => "exception",
             IssueType::Timeout => "timeout",
             IssueType::Informational => "informational",
+            IssueType::Invariant => "invariant",
         }
     }
 }
@@ -86,6 +88,10 @@ pub enum FhirError {
         message: String,
         expression: Option<String>,
     },
+    /// 422: the resource breaks the profiles that apply to it; each problem
+    /// is an issue of its own.
+    #[error("{}", .0.iter().map(|p| format!("{}: {}", p.expression, p.diagnostics)).collect::<Vec<_>>().join("; "))]
+    Invalidated(Vec<Problem>),
     /// An error in one entry of a transaction or batch Bundle.
     #[error("Bundle.entry[{index}]: {inner}")]
     AtEntry { index: usize, inner: Box<FhirError> },
@@ -152,7 +158,7 @@ impl FhirError {
             FhirError::PreconditionFailed(_) => 412,
             FhirError::PayloadTooLarge(_) => 413,
             FhirError::UnsupportedMediaType(_) => 415,
-            FhirError::Unprocessable { .. } => 422,
+            FhirError::Unprocessable { .. } | FhirError::Invalidated(_) => 422,
             FhirError::Internal(_) => 500,
             FhirError::Unavailable(_) => 503,
         }
@@ -172,7 +178,7 @@ impl FhirError {
             FhirError::StateConflict { .. } => IssueType::BusinessRule,
             FhirError::PayloadTooLarge(_) => IssueType::TooCostly,
             FhirError::RequestTimeout(_) => IssueType::Timeout,
-            FhirError::Unprocessable { .. } => IssueType::Processing,
+            FhirError::Unprocessable { .. } | FhirError::Invalidated(_) => IssueType::Processing,
             FhirError::Internal(_) | FhirError::Unavailable(_) => IssueType::Exception,
         }
     }
@@ -202,6 +208,9 @@ impl FhirError {
 
     /// The OperationOutcome a client sees. Internal details are not leaked.
     pub fn to_outcome(&self) -> Value {
+        if let Some(o) = self.problems_outcome() {
+            return o;
+        }
         let diagnostics = match self {
             FhirError::Internal(_) | FhirError::AtEntry { .. } if self.status() >= 500 => {
                 "internal server error; the request was not applied".into()
@@ -214,6 +223,41 @@ impl FhirError {
             &diagnostics,
             self.expression().as_deref(),
         )
+    }
+}
+
+/// One problem of a resource against a profile (`FhirError::Invalidated`).
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub code: IssueType,
+    pub diagnostics: String,
+    pub expression: String,
+}
+
+impl FhirError {
+    /// For `Invalidated` (also inside a Bundle entry): one issue per problem.
+    fn problems_outcome(&self) -> Option<Value> {
+        let (index, problems) = match self {
+            FhirError::Invalidated(p) => (None, p),
+            FhirError::AtEntry { index, inner } => match &**inner {
+                FhirError::Invalidated(p) => (Some(*index), p),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let issues: Vec<Value> = problems
+            .iter()
+            .map(|p| {
+                let at = FhirError::unprocessable_at("", p.expression.clone());
+                let expression = match index {
+                    Some(i) => at.at_entry(i).expression(),
+                    None => at.expression(),
+                };
+                json!({"severity": "error", "code": p.code.code(),
+                       "diagnostics": p.diagnostics, "expression": expression.into_iter().collect::<Vec<_>>()})
+            })
+            .collect();
+        Some(json!({"resourceType": "OperationOutcome", "issue": issues}))
     }
 }
 

@@ -64,7 +64,7 @@ pub fn parse_bundle(body: &[u8], format: Format) -> FhirResult<Value> {
 }
 
 /// The body as JSON: XML goes through fhirbolt (strict) first.
-fn to_json(body: &[u8], format: Format) -> FhirResult<Value> {
+pub fn to_json(body: &[u8], format: Format) -> FhirResult<Value> {
     let json_bytes;
     let json: &[u8] = match format {
         Format::Json => body,
@@ -78,8 +78,17 @@ fn to_json(body: &[u8], format: Format) -> FhirResult<Value> {
         .map_err(|e| FhirError::structure(format!("malformed JSON: {e}"), None))
 }
 
-/// Checks that `value` is one valid resource of `expected_type`.
+/// Checks that `value` is one valid resource of `expected_type`, and valid
+/// against the profiles of ours that apply to it (422 otherwise). Every
+/// write (create, update, patch, Bundle entry) comes through here.
 pub fn check(value: &Value, expected_type: &str) -> FhirResult<()> {
+    check_structure(value, expected_type)?;
+    crate::profiles::check(expected_type, value)
+}
+
+/// The R4 model and FHIR JSON rules only, without profiles (`$validate`
+/// reports profile problems instead of refusing them).
+pub fn check_structure(value: &Value, expected_type: &str) -> FhirResult<()> {
     check_json_rules(value, expected_type)?;
     check_model(value, expected_type)
 }

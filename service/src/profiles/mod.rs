@@ -10,6 +10,13 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 
+use crate::fhir::outcome::{FhirError, FhirResult, IssueType, Problem};
+
+pub mod invariant;
+pub mod validate;
+
+use invariant::Invariant;
+
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/conformance.rs"));
 }
@@ -34,6 +41,8 @@ pub struct Profiles {
     resources: BTreeMap<String, Value>,
     code_systems: BTreeMap<String, CodeSystem>,
     value_sets: BTreeMap<String, ValueSet>,
+    /// (StructureDefinition url, constraint key) → the parsed invariant.
+    invariants: BTreeMap<(String, String), Invariant>,
 }
 
 static PROFILES: LazyLock<Result<Profiles, String>> = LazyLock::new(|| {
@@ -58,6 +67,7 @@ impl Profiles {
             resources: BTreeMap::new(),
             code_systems: BTreeMap::new(),
             value_sets: BTreeMap::new(),
+            invariants: BTreeMap::new(),
         };
         let mut origin: BTreeMap<String, String> = BTreeMap::new();
         for (name, text) in files {
@@ -114,6 +124,32 @@ impl Profiles {
                 _ => {}
             }
         }
+        // Every invariant parses now, so one outside the subset stops start-up.
+        let mut invariants = BTreeMap::new();
+        for (url, v) in &p.resources {
+            if v["resourceType"] != "StructureDefinition" {
+                continue;
+            }
+            for element in list(&v["differential"]["element"]) {
+                for c in list(&element["constraint"]) {
+                    let key = c["key"].as_str().unwrap_or_default();
+                    let at = |e: String| {
+                        format!("fhir-profiles/{}: constraint '{key}': {e}", origin[url])
+                    };
+                    let expr = c["expression"]
+                        .as_str()
+                        .ok_or_else(|| at("has no expression".into()))?;
+                    let inv = Invariant::parse(expr).map_err(at)?;
+                    if invariants
+                        .insert((url.clone(), key.to_string()), inv)
+                        .is_some()
+                    {
+                        return Err(at("the key is used twice".into()));
+                    }
+                }
+            }
+        }
+        p.invariants = invariants;
         Ok(p)
     }
 
@@ -233,6 +269,63 @@ impl Profiles {
     }
 }
 
+/// Validates a resource about to be written against the profiles of ours
+/// that apply to it: 422 listing every error, or Ok.
+pub fn check(_res_type: &str, resource: &Value) -> FhirResult<()> {
+    let p = load().map_err(FhirError::Internal)?;
+    let problems: Vec<Problem> = validate::validate(p, resource)
+        .into_iter()
+        .filter(|i| i.severity == validate::Severity::Error)
+        .map(|i| Problem {
+            code: if i.invariant {
+                IssueType::Invariant
+            } else {
+                IssueType::Processing
+            },
+            diagnostics: i.message,
+            expression: i.expression,
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(FhirError::Invalidated(problems))
+    }
+}
+
+/// The OperationOutcome `$validate` returns for `resource` as a
+/// `res_type`: its structural error, or every profile issue (also against
+/// `profile`), or one informational "no issues".
+pub fn validation_outcome(res_type: &str, resource: &Value, profile: Option<&str>) -> Value {
+    if let Err(e) = crate::fhir::resource::check_structure(resource, res_type) {
+        return e.to_outcome();
+    }
+    let p = match load() {
+        Ok(p) => p,
+        Err(e) => return FhirError::Internal(e).to_outcome(),
+    };
+    let issues: Vec<Value> = validate::validate_with(p, resource, profile)
+        .into_iter()
+        .map(|i| {
+            serde_json::json!({
+                "severity": if i.severity == validate::Severity::Error { "error" } else { "warning" },
+                "code": if i.invariant { "invariant" } else { "processing" },
+                "diagnostics": i.message,
+                "expression": [i.expression],
+            })
+        })
+        .collect();
+    if issues.is_empty() {
+        return crate::fhir::outcome::outcome(
+            "information",
+            IssueType::Informational,
+            "no issues",
+            None,
+        );
+    }
+    serde_json::json!({"resourceType": "OperationOutcome", "issue": issues})
+}
+
 /// The elements of a JSON array, or none.
 fn list(v: &Value) -> Vec<&Value> {
     v.as_array().map(|a| a.iter().collect()).unwrap_or_default()
@@ -313,6 +406,27 @@ mod tests {
         let err = Profiles::from_files(&files).err().expect("refused");
         assert!(
             err.contains("fhir-profiles/StructureDefinition/x.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_invariant_outside_the_subset_stops_loading_naming_file_and_key() {
+        let mut files = embedded();
+        let i = files
+            .iter()
+            .position(|(n, _)| n == "StructureDefinition/sp-task.json")
+            .expect("sp-task");
+        files[i].1 = files[i]
+            .1
+            .replace("statusReason.exists()", "statusReason.first().exists()");
+        let err = Profiles::from_files(&files).err().expect("refused");
+        assert!(
+            err.contains("fhir-profiles/StructureDefinition/sp-task.json"),
+            "{err}"
+        );
+        assert!(
+            err.contains("'sp-task-1'") && err.contains("'first'"),
             "{err}"
         );
     }

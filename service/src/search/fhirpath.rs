@@ -170,7 +170,7 @@ fn eval<'a>(ast: &Ast, res: &'a Value) -> Vec<Node<'a>> {
 /// One path step: the member `name`, else the choice member `name<Type>`;
 /// arrays flatten, and JSON nulls (array placeholders for primitive
 /// extensions) are not values.
-fn child<'a>(v: &'a Value, name: &str, out: &mut Vec<Node<'a>>) {
+pub(crate) fn child<'a>(v: &'a Value, name: &str, out: &mut Vec<Node<'a>>) {
     let Some(obj) = v.as_object() else { return };
     let found = match obj.get(name) {
         Some(value) => Some((value, None)),
