@@ -82,6 +82,11 @@ async fn gp_submission_creates_patient_referral_and_task_with_references_resolve
     let t = s.get_ok(&format!("/Task/{tid}")).await;
     assert_eq!(t["focus"]["reference"], format!("ServiceRequest/{sid}"));
     assert_eq!(t["for"]["reference"], format!("Patient/{pid}"));
+    // The referral came with its Task: sp-hub adds no second one.
+    assert_eq!(
+        s.total(&format!("/Task?focus=ServiceRequest/{sid}")).await,
+        1
+    );
 }
 
 async fn gp_submission_sent_twice_reuses_the_patient(s: Server) {

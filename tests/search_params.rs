@@ -446,7 +446,12 @@ async fn referral_chain(
     sr["requester"] = json!({"reference": format!("Organization/{org_id}")});
     sr["status"] = json!(status);
     let sr_id = s.create(&sr).await["id"].as_str().unwrap().to_string();
-    let t = s.create(&task(&sr_id, "p1")).await["id"]
+    // The GP posts the referral alone; sp-hub adds its Task.
+    let tasks = s
+        .get_ok(&format!("/Task?focus=ServiceRequest/{sr_id}"))
+        .await;
+    assert_eq!(tasks["total"], 1, "{tasks}");
+    let t = tasks["entry"][0]["resource"]["id"]
         .as_str()
         .unwrap()
         .to_string();

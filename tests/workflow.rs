@@ -10,6 +10,7 @@ use common::*;
 use serde_json::{json, Value};
 
 both!(
+    a_referral_posted_alone_gets_its_task_in_the_open_pool_or_for_its_performer,
     every_pair_of_task_statuses_follows_the_state_machine,
     status_reason_is_required_on_create_and_update,
     patch_making_an_illegal_transition_is_409_and_writes_nothing,
@@ -473,5 +474,53 @@ async fn parent_with_an_active_sub_task_cannot_complete_until_it_ends(s: Server)
     assert_eq!(
         referral_status_and_version(&s, &sid).await,
         ("completed".into(), "2".into())
+    );
+}
+
+async fn a_referral_posted_alone_gets_its_task_in_the_open_pool_or_for_its_performer(s: Server) {
+    // No performer: the Task waits unowned in the open pool.
+    let sr = s.create(&service_request("p1", "REF-POOL")).await;
+    let id = sr["id"].as_str().unwrap();
+    let found = s.get_ok(&format!("/Task?focus=ServiceRequest/{id}")).await;
+    assert_eq!(found["total"], 1, "{found}");
+    let t = &found["entry"][0]["resource"];
+    assert_eq!(t["status"], "requested");
+    assert_eq!(t["intent"], "order");
+    assert_eq!(t["code"]["coding"][0]["code"], "fulfill");
+    assert_eq!(t["for"], sr["subject"]);
+    assert_eq!(t["requester"], sr["requester"]);
+    assert!(t.get("owner").is_none(), "{t}");
+    assert_eq!(t["meta"]["versionId"], "1");
+    let pool = s.get_ok("/Task?owner:missing=true&status=requested").await;
+    assert!(
+        entry_ids(&pool).contains(&t["id"].as_str().unwrap().to_string()),
+        "{pool}"
+    );
+    // A performer named: the Task is theirs.
+    let mut sr = service_request("p1", "REF-OWNED");
+    sr["performer"] = json!([{"reference": "Organization/vcs-1"}]);
+    let id = s.create(&sr).await["id"].as_str().unwrap().to_string();
+    let found = s.get_ok(&format!("/Task?focus=ServiceRequest/{id}")).await;
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(
+        found["entry"][0]["resource"]["owner"]["reference"],
+        "Organization/vcs-1"
+    );
+    // An update of the referral adds nothing.
+    let mut again = s.get_ok(&format!("/ServiceRequest/{id}")).await;
+    again["priority"] = json!("urgent");
+    s.update(&again).await;
+    assert_eq!(
+        s.total(&format!("/Task?focus=ServiceRequest/{id}")).await,
+        1
+    );
+    // Something that is not an SP referral gets no Task.
+    let mut other = service_request("p1", "REF-OTHER");
+    other["code"] = json!({"coding": [{"system": "http://snomed.info/sct", "code": "306206005",
+                                          "display": "Referral to service"}]});
+    let id = s.create(&other).await["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.total(&format!("/Task?focus=ServiceRequest/{id}")).await,
+        0
     );
 }

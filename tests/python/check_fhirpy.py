@@ -15,10 +15,10 @@ The data is a social prescribing caseload:
   * 25 Patients with NHS numbers;
   * 25 ServiceRequests (SNOMED CT 871731000000106), requester rotating over
     the practices, authoredOn spread over January to March 2026;
-  * one Task (task-code#fulfill) per ServiceRequest; every other one is
-    owned by the VCS organisation and some of the owned ones are then
-    updated to `accepted` (so that status searches and `_has` select a
-    proper subset).
+  * the Task (task-code#fulfill) sp-hub adds for each ServiceRequest posted
+    alone; every other one is then given to the VCS organisation (owner) and
+    some of the owned ones are updated to `accepted` (so that status
+    searches and `_has` select a proper subset).
 
 Searches (expected results computed here from what was created): chained
 with and without the `:Organization` type, `_has`, `_include` (and
@@ -257,20 +257,22 @@ def run(base, c):
 
         for i in range(N):
             owned = i % 2 == 0
-            fields = {
-                "status": "requested",
-                "intent": "order",
-                "code": {"coding": [{"system": TASK_CODE, "code": "fulfill"}]},
-                "focus": srs[i]["res"].to_reference(),
-                "for": patients[i].to_reference(),
-                "authoredOn": srs[i]["res"]["authoredOn"],
-                "requester": {"display": "GP practice"},
-            }
+            sr_ref = f"ServiceRequest/{srs[i]['res']['id']}"
+            found = client.resources("Task").search(focus=sr_ref).fetch()
+            c.require(f"sp-hub added the Task of ServiceRequest {i}",
+                      len(found) == 1
+                      and found[0]["status"] == "requested"
+                      and found[0].get_by_path(["code", "coding", 0, "code"]) == "fulfill"
+                      and found[0].get_by_path(["for", "reference"])
+                      == srs[i]["res"].get_by_path(["subject", "reference"]),
+                      f"got {[dict(t) for t in found]}")
+            task = found[0]
             if owned:
-                fields["owner"] = vcs.to_reference()
-            task = saved(client.resource("Task", **fields), f"create Task {i}")
+                task["owner"] = vcs.to_reference()
+                task.save()
             tasks.append({"res": task, "sr": i, "owned": owned, "status": "requested"})
-        c.ok(f"created {N} Tasks ({sum(t['owned'] for t in tasks)} owned by the VCS organisation)")
+        c.ok(f"found the {N} Tasks sp-hub added "
+             f"({sum(t['owned'] for t in tasks)} then given to the VCS organisation)")
 
         # The VCS organisation accepts some of its referrals (update, PUT).
         for t in tasks:
@@ -279,7 +281,7 @@ def run(base, c):
                 t["res"].save()
                 c.require(f"update Task {t['sr']} to accepted",
                           t["res"]["status"] == "accepted"
-                          and t["res"].get_by_path(["meta", "versionId"]) == "2",
+                          and t["res"].get_by_path(["meta", "versionId"]) == "3",
                           f"got {dict(t['res'])}")
                 t["status"] = "accepted"
         c.ok(f"{sum(t['status'] == 'accepted' for t in tasks)} Tasks updated to accepted")

@@ -74,7 +74,7 @@ pub fn bundle(
                 .enumerate()
                 .map(|(i, e)| parse_entry(i, e, base).map_err(|err| err.at_entry(i)))
                 .collect::<FhirResult<Vec<_>>>()?;
-            let responses = store.transaction(|tx| transaction(tx, &entries, base))?;
+            let responses = super::transaction(store, |tx| transaction(tx, &entries, base))?;
             Ok(BundleResult(response_bundle(
                 "transaction-response",
                 responses,
@@ -87,7 +87,7 @@ pub fn bundle(
                 .map(|(i, e)| {
                     parse_entry(i, e, base)
                         .and_then(|entry| {
-                            store.transaction(|tx| run(tx, &entry, &HashMap::new(), base))
+                            super::transaction(store, |tx| run(tx, &entry, &HashMap::new(), base))
                         })
                         .unwrap_or_else(|err| failed(&err))
                 })

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource::{self, Format};
 use crate::search::SearchQuery;
-use crate::store::{Current, HistoryQuery, HistoryScope, Page, Store, Version, WriteOutcome};
+use crate::store::{Current, HistoryQuery, HistoryScope, Page, Store, Tx, Version, WriteOutcome};
 
 /// Resource types the server serves: every R4 type fhirbolt models.
 pub fn is_supported_type(res_type: &str) -> bool {
@@ -99,7 +99,9 @@ pub fn create(
     let criteria = if_none_exist
         .map(|c| Criteria::parse(res_type, c, "If-None-Exist", base))
         .transpose()?;
-    store.transaction(|tx| write::create(tx, res_type, &resource, criteria.as_ref(), None))
+    transaction(store, |tx| {
+        write::create(tx, res_type, &resource, criteria.as_ref(), None)
+    })
 }
 
 /// update (and update-as-create with a client-chosen id).
@@ -113,7 +115,9 @@ pub fn update(
     resource::check_id(id)?;
     let resource = body.parse(res_type)?;
     write::check_body_id(&resource, res_type, id)?;
-    store.transaction(|tx| write::update(tx, res_type, id, &resource, if_match))
+    transaction(store, |tx| {
+        write::update(tx, res_type, id, &resource, if_match)
+    })
 }
 
 /// conditional update: PUT /Type?criteria.
@@ -127,7 +131,9 @@ pub fn conditional_update(
 ) -> FhirResult<WriteOutcome> {
     let resource = body.parse(res_type)?;
     let c = Criteria::parse(res_type, criteria, "conditional update", base)?;
-    store.transaction(|tx| write::conditional_update(tx, res_type, &c, &resource, if_match))
+    transaction(store, |tx| {
+        write::conditional_update(tx, res_type, &c, &resource, if_match)
+    })
 }
 
 /// JSON Patch (RFC 6902) applied to the current version.
@@ -140,7 +146,7 @@ pub fn patch(
 ) -> FhirResult<WriteOutcome> {
     resource::check_id(id)?;
     let patch = write::parse_patch(patch_doc)?;
-    store.transaction(|tx| write::patch(tx, res_type, id, &patch, if_match))
+    transaction(store, |tx| write::patch(tx, res_type, id, &patch, if_match))
 }
 
 /// delete. Deleting what is already deleted changes nothing and succeeds.
@@ -151,7 +157,7 @@ pub fn delete(
     if_match: Option<i32>,
 ) -> FhirResult<WriteOutcome> {
     resource::check_id(id)?;
-    store.transaction(|tx| write::delete(tx, res_type, id, if_match))
+    transaction(store, |tx| write::delete(tx, res_type, id, if_match))
 }
 
 /// conditional delete: 0 matches is success, more than one is refused.
@@ -162,7 +168,17 @@ pub fn conditional_delete(
     base: &str,
 ) -> FhirResult<Option<WriteOutcome>> {
     let c = Criteria::parse(res_type, criteria, "conditional delete", base)?;
-    store.transaction(|tx| write::conditional_delete(tx, res_type, &c))
+    transaction(store, |tx| write::conditional_delete(tx, res_type, &c))
+}
+
+/// One store transaction running `f`; before it commits, every SP referral
+/// it created gets a Task if none carries it out yet.
+pub(crate) fn transaction<T>(store: &Store, f: impl Fn(&mut Tx) -> FhirResult<T>) -> FhirResult<T> {
+    store.transaction(|tx| {
+        let out = f(tx)?;
+        write::add_referral_tasks(tx)?;
+        Ok(out)
+    })
 }
 
 pub(crate) fn not_found(res_type: &str, id: &str) -> FhirError {

@@ -18,7 +18,7 @@ use crate::workflow;
 /// (`workflow::after`, e.g. a parent with active sub-tasks) or make other
 /// resources follow, written here in the same transaction, through this
 /// same path. Any error rolls the whole transaction back.
-fn put(
+pub(super) fn put(
     tx: &mut Tx,
     res_type: &str,
     id: &str,
@@ -40,6 +40,16 @@ fn put(
         }
     }
     Ok(outcome)
+}
+
+/// Adds the Task each SP referral created in this transaction still lacks
+/// (`workflow::tasks_for_new_referrals`), through the same write step.
+pub(super) fn add_referral_tasks(tx: &mut Tx) -> FhirResult<()> {
+    for task in workflow::tasks_for_new_referrals(tx)? {
+        let id = uuid::Uuid::new_v4().to_string();
+        put(tx, "Task", &id, "POST", &|_| Ok(task.clone()))?;
+    }
+    Ok(())
 }
 
 /// Version precondition from `If-Match`.

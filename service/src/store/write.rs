@@ -102,6 +102,12 @@ impl Tx<'_> {
         super::query::matching_ids_in(self.c, res_type, q, limit)
     }
 
+    /// (type, id, version) of every version this transaction has written,
+    /// in order.
+    pub fn written(&self) -> &[(String, String, i32)] {
+        &self.written
+    }
+
     pub fn write<F>(&mut self, res_type: &str, res_id: &str, decide: F) -> FhirResult<WriteOutcome>
     where
         F: Fn(Option<&Current>) -> FhirResult<Decision>,

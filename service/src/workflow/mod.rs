@@ -287,6 +287,80 @@ pub fn with_status(current: &Current, status: &str) -> FhirResult<Value> {
     Ok(body)
 }
 
+/// SNOMED CT "Referral to social prescribing service": a ServiceRequest
+/// with this code is an SP referral.
+const SP_REFERRAL: (&str, &str) = ("http://snomed.info/sct", "871731000000106");
+const SP_BUSINESS_STATUS: &str = "https://sp-hub.example/fhir/CodeSystem/sp-business-status";
+
+fn is_sp_referral(sr: &Value) -> bool {
+    sr["code"]["coding"].as_array().is_some_and(|codings| {
+        codings
+            .iter()
+            .any(|c| c["system"] == SP_REFERRAL.0 && c["code"] == SP_REFERRAL.1)
+    })
+}
+
+/// The Tasks this transaction must add before it commits: one for each SP
+/// referral it created that no Task carries out yet (a GP may post the
+/// referral alone). The Task is owned by the referral's first performer
+/// when it names one, else it waits unowned in the open pool (found by
+/// `Task?owner:missing=true&status=requested`, narrowed to a PCN through
+/// the requesting practice, e.g. `requester:Organization.partof=…`).
+/// Looked for after every other entry of a Bundle, so a referral posted
+/// with its own Task gets no second one.
+pub fn tasks_for_new_referrals(tx: &mut Tx) -> FhirResult<Vec<Value>> {
+    let created: Vec<String> = tx
+        .written()
+        .iter()
+        .filter(|(t, _, v)| t == "ServiceRequest" && *v == 1)
+        .map(|(_, id, _)| id.clone())
+        .collect();
+    let mut tasks = vec![];
+    for id in created {
+        let Some(current) = tx.read("ServiceRequest", &id)? else {
+            continue;
+        };
+        if current.deleted {
+            continue;
+        }
+        let sr: Value = serde_json::from_str(&current.body)
+            .map_err(|e| FhirError::Internal(format!("stored ServiceRequest/{id}: {e}")))?;
+        if !is_sp_referral(&sr) {
+            continue;
+        }
+        let q = SearchQuery::parse(
+            "Task",
+            &[
+                ("focus".into(), format!("ServiceRequest/{id}")),
+                ("_count".into(), "1".into()),
+                ("_total".into(), "none".into()),
+            ],
+            true,
+        )?;
+        if !tx.search("Task", &q)?.items.is_empty() {
+            continue;
+        }
+        let mut task = serde_json::json!({
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": "http://hl7.org/fhir/CodeSystem/task-code",
+                                 "code": "fulfill", "display": "Fulfill the focal request"}]},
+            "businessStatus": {"coding": [{"system": SP_BUSINESS_STATUS,
+                                           "code": "awaiting-contact"}]},
+            "focus": {"reference": format!("ServiceRequest/{id}")},
+            "for": sr["subject"],
+            "requester": sr["requester"],
+            "authoredOn": sr.get("authoredOn").cloned().unwrap_or(Value::String(current.last_updated.clone())),
+        });
+        if let Some(performer) = sr["performer"].get(0) {
+            task["owner"] = performer.clone();
+        }
+        tasks.push(task);
+    }
+    Ok(tasks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
