@@ -55,6 +55,7 @@ const SERVED = [
   'Patient',
   'Practitioner',
   'PractitionerRole',
+  'Procedure',
   'Provenance',
   'QuestionnaireResponse',
   'ServiceRequest',

@@ -603,6 +603,33 @@ const EXTENSIONS = [
     value: { type: [{ code: 'integer' }] },
     constraints: [['The list size is not negative.', 'value >= 0']],
   }),
+  extension({
+    id: 'sp-trail-actor',
+    title: 'Who did this step of a referral trail',
+    description:
+      'On an entry of the Bundle that GET ServiceRequest/{id}/$trail returns: ' +
+      'who made that version (a Task\'s owner, else its requester; a contact\'s ' +
+      'first participant; holding work\'s first performer; an outcome\'s first ' +
+      'performer; the referral\'s requester; a Communication\'s sender; a ' +
+      'Provenance\'s first agent).',
+    context: 'Bundle.entry',
+    value: {
+      type: ref('Practitioner', 'PractitionerRole', 'Organization', 'Patient', 'RelatedPerson', 'Device'),
+    },
+  }),
+  extension({
+    id: 'sp-trail-employment-model',
+    title: 'Employment model of who did this step of a referral trail',
+    description:
+      'On an entry of the Bundle that GET ServiceRequest/{id}/$trail returns, ' +
+      'when the actor is a link worker role with the sp-employment-model ' +
+      'extension: that employment model.',
+    context: 'Bundle.entry',
+    value: {
+      type: [{ code: 'Coding' }],
+      binding: required('sp-employment-model', 'Link worker employment models.'),
+    },
+  }),
 ];
 
 const sdOutcome = (id, title, description, codeElement, valueRange, extra = []) =>

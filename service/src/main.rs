@@ -41,6 +41,10 @@ struct ServeArgs {
     /// Most entries a transaction or batch Bundle may hold.
     #[arg(long, env = "SP_HUB_MAX_BUNDLE_ENTRIES", default_value_t = 500)]
     max_bundle_entries: usize,
+    /// Load the example PCN (fhir-profiles/examples/demo-pcn.json) into the
+    /// database before serving; does nothing when it is already there.
+    #[arg(long)]
+    demo: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
             listen: args.listen,
             max_body_bytes: args.max_body_bytes,
             max_bundle_entries: args.max_bundle_entries,
+            demo: args.demo,
         })),
         Command::Migrate(args) => sp_hub::store::Store::open(&args.database_url).map(|_| {
             println!("migrations applied");

@@ -6,6 +6,7 @@ mod metadata;
 pub mod negotiate;
 mod render;
 mod rest;
+mod trail;
 mod validate;
 
 use actix_web::http::{header, Method, StatusCode};
@@ -36,6 +37,9 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/{type}/$validate", &["POST"]),
     ("/{type}/{id}", &["GET", "PUT", "PATCH", "DELETE"]),
     ("/{type}/{id}/$validate", &["POST"]),
+    // A literal type and operation: no other three-segment route ends in
+    // `$trail`, so its place in the table does not matter.
+    ("/ServiceRequest/{id}/$trail", &["GET"]),
     ("/{type}/{id}/_history", &["GET"]),
     ("/{type}/{id}/_history/{vid}", &["GET"]),
 ];
@@ -57,6 +61,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ("/{type}/$validate", _) => resource.route(web::post().to(validate::type_level)),
                 ("/{type}/{id}/$validate", _) => {
                     resource.route(web::post().to(validate::instance_level))
+                }
+                ("/ServiceRequest/{id}/$trail", _) => {
+                    resource.route(web::get().to(trail::referral))
                 }
                 ("/{type}/{id}", "GET") => resource.route(web::get().to(rest::read)),
                 ("/{type}/{id}", "PUT") => resource.route(web::put().to(rest::update)),

@@ -16,6 +16,9 @@ pub struct Link {
 
 #[derive(Serialize, Default)]
 pub struct Entry {
+    /// Extensions on the entry itself (`$trail` marks who did each step).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extension: Vec<serde_json::Value>,
     #[serde(rename = "fullUrl", skip_serializing_if = "Option::is_none")]
     pub full_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

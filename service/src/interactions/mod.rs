@@ -4,6 +4,7 @@
 //! through the cores in `write.rs`, which transaction bundles share.
 
 mod bundle;
+pub mod trail;
 mod write;
 
 pub use bundle::{bundle, BundleResult};
