@@ -51,6 +51,7 @@ both!(
     concurrent_conditional_creates_make_one_resource,
     concurrent_deletes_all_succeed,
     readers_never_see_a_half_written_update,
+    organisations_claiming_one_pool_task_at_once_get_one_winner,
 );
 
 async fn concurrent_updates_with_the_same_if_match_exactly_one_wins(s: Server) {
@@ -321,4 +322,38 @@ async fn readers_never_see_a_half_written_update(s: Server) {
         s.get_ok(&format!("/Patient/{id}")).await["meta"]["versionId"],
         "16"
     );
+}
+
+/// The open pool: a referral posted alone waits as an unowned requested
+/// Task; a VCS organisation claims it by setting itself as owner and
+/// accepting, with If-Match on the version it saw. Eight claim at once:
+/// exactly one wins, the others get 412 and can see who did.
+async fn organisations_claiming_one_pool_task_at_once_get_one_winner(s: Server) {
+    let sr = s.create(&service_request("p1", "REF-POOL")).await;
+    let pool = s
+        .get_ok(&format!(
+            "/Task?focus=ServiceRequest/{}&owner:missing=true&status=requested",
+            sr["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(pool["total"], 1, "{pool}");
+    let task = pool["entry"][0]["resource"].clone();
+    let url = s.url(&format!("/Task/{}", task["id"].as_str().unwrap()));
+    let results = at_once(&s, 8, |c, i| {
+        let mut claim = task.clone();
+        claim["owner"] = json!({"reference": format!("Organization/vcs-{i}")});
+        claim["status"] = json!("accepted");
+        c.request(Method::PUT, &url)
+            .header("Content-Type", FHIR_JSON)
+            .header("If-Match", "W/\"1\"")
+            .body(claim.to_string())
+    })
+    .await;
+    assert_eq!(count(&results, 200), 1, "{:?}", statuses(&results));
+    assert_eq!(count(&results, 412), 7, "{:?}", statuses(&results));
+    let winner = &results.iter().find(|(st, _)| *st == 200).unwrap().1;
+    let now = s.get_ok(&url).await;
+    assert_eq!(now["meta"]["versionId"], "2");
+    assert_eq!(now["status"], "accepted");
+    assert_eq!(now["owner"], winner["owner"]);
 }
