@@ -51,6 +51,7 @@ both!(
     migrate_subcommand_exits_zero_on_a_migrated_database,
     capability_statement_describes_the_server,
     capability_statement_is_available_as_xml,
+    health_and_readiness_probes_answer,
 );
 
 both_backends!(
@@ -1065,4 +1066,17 @@ async fn capability_statement_is_available_as_xml(s: Server) {
         &text[..text.len().min(300)]
     );
     assert!(text.contains("<fhirVersion value=\"4.0.1\"/>"));
+}
+
+async fn health_and_readiness_probes_answer(s: Server) {
+    let live = expect_json(s.get("/healthz").await, 200).await;
+    assert_eq!(live["status"], "ok");
+    let ready = expect_json(s.get("/readyz").await, 200).await;
+    assert_eq!(ready["status"], "ready");
+    assert_outcome(
+        s.send(s.req(Method::POST, "/readyz")).await,
+        405,
+        "not-supported",
+    )
+    .await;
 }

@@ -29,6 +29,9 @@ pub struct AppState {
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/", &["POST"]),
     ("/metadata", &["GET"]),
+    // Before `/{type}`: probes for orchestrators, no authentication.
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
     ("/_history", &["GET"]),
     ("/{type}", &["GET", "POST", "PUT", "DELETE"]),
     ("/{type}/_search", &["POST"]),
@@ -51,6 +54,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             resource = match (*path, *m) {
                 ("/", _) => resource.route(web::post().to(rest::transaction)),
                 ("/metadata", _) => resource.route(web::get().to(metadata)),
+                ("/healthz", _) => resource.route(web::get().to(healthz)),
+                ("/readyz", _) => resource.route(web::get().to(readyz)),
                 ("/_history", _) => resource.route(web::get().to(history::system)),
                 ("/{type}", "GET") => resource.route(web::get().to(rest::search_get)),
                 ("/{type}", "POST") => resource.route(web::post().to(rest::create)),
@@ -87,6 +92,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     handle(&req.clone(), |out| async move {
         render::body_response(StatusCode::OK, &out, &state.capability_statement)
+    })
+    .await
+}
+
+/// The process is alive and serving HTTP.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready for traffic: the database answers and its schema is this
+/// binary's. 503 with an OperationOutcome otherwise.
+async fn readyz(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    handle(&req.clone(), |_out| async move {
+        state.store.run(|s| s.ready()).await?;
+        Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
     })
     .await
 }

@@ -170,6 +170,24 @@ impl Store {
             .map_err(|e| format!("cannot read the {name} secret: {e}"))
     }
 
+    /// Ready to serve: a connection answers and no migration is pending
+    /// (a replica started by an older binary must not serve a newer schema's
+    /// traffic, nor the reverse).
+    pub fn ready(&self) -> FhirResult<()> {
+        let mut conn = self.reader()?;
+        let pending = match &mut *conn {
+            AnyConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+            AnyConnection::Postgresql(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+        }
+        .map_err(|e| FhirError::Unavailable(format!("the database is not available: {e}")))?;
+        if pending {
+            return Err(FhirError::Unavailable(
+                "the database schema has migrations this server has not applied".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
