@@ -52,6 +52,7 @@ both!(
     capability_statement_describes_the_server,
     capability_statement_is_available_as_xml,
     health_and_readiness_probes_answer,
+    every_response_carries_a_request_id,
 );
 
 both_backends!(
@@ -1079,4 +1080,32 @@ async fn health_and_readiness_probes_answer(s: Server) {
         "not-supported",
     )
     .await;
+}
+
+async fn every_response_carries_a_request_id(s: Server) {
+    let resp = s.get("/metadata").await;
+    let made = header(&resp, "x-request-id").expect("an id is made");
+    assert!(is_uuid(&made), "{made}");
+    let resp = s
+        .send(
+            s.req(Method::GET, "/Patient/nobody")
+                .header("X-Request-Id", "gp-system-42"),
+        )
+        .await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        header(&resp, "x-request-id").as_deref(),
+        Some("gp-system-42")
+    );
+    let resp = s
+        .send(
+            s.req(Method::GET, "/metadata")
+                .header("X-Request-Id", "x".repeat(200)),
+        )
+        .await;
+    let replaced = header(&resp, "x-request-id").unwrap();
+    assert!(
+        is_uuid(&replaced),
+        "an unreasonable id is replaced: {replaced}"
+    );
 }

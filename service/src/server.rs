@@ -52,10 +52,14 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         max_bundle_entries: cfg.max_bundle_entries,
         capability_statement: api::capability_statement(&started, registry),
     });
-    let server =
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
-            .bind(&cfg.listen)
-            .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap_fn(api::request_id)
+            .configure(api::configure)
+    })
+    .bind(&cfg.listen)
+    .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     for addr in server.addrs() {
         println!("sp-hub listening on http://{addr}");
     }

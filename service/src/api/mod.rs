@@ -96,6 +96,48 @@ async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     .await
 }
 
+/// The header that names a request end to end.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Gives every request an id: the caller's `X-Request-Id` when it is a
+/// sensible one (1–128 visible ASCII characters), else a new UUID. The id
+/// comes back on the response and names the request's log span, so one
+/// request can be followed from the client through the server's logs.
+pub fn request_id<S, B>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
+where
+    S: actix_web::dev::Service<
+        actix_web::dev::ServiceRequest,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+{
+    use tracing::Instrument as _;
+    let given = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    let fut = {
+        let _in = span.enter();
+        srv.call(req)
+    };
+    async move {
+        let mut resp = fut.await?;
+        if let Ok(v) = header::HeaderValue::from_str(&id) {
+            resp.headers_mut()
+                .insert(header::HeaderName::from_static(REQUEST_ID), v);
+        }
+        Ok(resp)
+    }
+    .instrument(span)
+}
+
 /// The process is alive and serving HTTP.
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
