@@ -56,6 +56,7 @@ both!(
 );
 
 both_backends!(
+    json_logs_name_each_request_and_keep_query_values_out,
     migrate_subcommand_prepares_a_fresh_database,
     database_url_forms_and_env_configuration_are_accepted,
 );
@@ -1107,5 +1108,44 @@ async fn every_response_carries_a_request_id(s: Server) {
     assert!(
         is_uuid(&replaced),
         "an unreasonable id is replaced: {replaced}"
+    );
+}
+
+async fn json_logs_name_each_request_and_keep_query_values_out(b: Backend) {
+    let s = Server::start_with(
+        b,
+        &[],
+        &[("SP_HUB_LOG_FORMAT", "json"), ("SP_HUB_LOG", "info")],
+    )
+    .await;
+    let q = enc(&format!("{NHS_NUMBER}|9434765919"));
+    let resp = s
+        .send(
+            s.req(Method::GET, &format!("/Patient?identifier={q}"))
+                .header("X-Request-Id", "trace-me-1"),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    // The line is written as the response goes out; give it a moment.
+    let mut served = None;
+    for _ in 0..50 {
+        served = s
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| {
+                l["fields"]["message"] == "served" && l["span"]["request_id"] == "trace-me-1"
+            });
+        if served.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let served = served.unwrap_or_else(|| panic!("no JSON 'served' line in:\n{}", s.log()));
+    assert_eq!(served["fields"]["status"], 200, "{served}");
+    assert_eq!(served["span"]["path"], "/Patient", "{served}");
+    assert!(
+        !s.log().contains("9434765919"),
+        "an NHS number reached the log"
     );
 }

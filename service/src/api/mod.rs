@@ -127,8 +127,15 @@ where
         let _in = span.enter();
         srv.call(req)
     };
+    let started = std::time::Instant::now();
     async move {
         let mut resp = fut.await?;
+        // The path only: query strings can hold identifiers such as NHS numbers.
+        tracing::info!(
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "served"
+        );
         if let Ok(v) = header::HeaderValue::from_str(&id) {
             resp.headers_mut()
                 .insert(header::HeaderName::from_static(REQUEST_ID), v);
