@@ -15,7 +15,7 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
-use crate::search::fhirpath::child;
+use crate::search::fhirpath::{child, tokenize, Tok};
 
 static TRUE: Value = Value::Bool(true);
 static FALSE: Value = Value::Bool(false);
@@ -59,7 +59,7 @@ impl Invariant {
         let ast = p.implies()?;
         match p.peek() {
             None => Ok(Invariant { ast }),
-            Some(t) => Err(p.err(&format!("unsupported or unexpected {}", show(t)))),
+            Some(t) => Err(p.err(&format!("unsupported or unexpected {}", t.show()))),
         }
     }
 
@@ -187,83 +187,6 @@ fn compare(l: &[Value], op: Op, r: &[Value]) -> Option<bool> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Ident(String),
-    Str(String),
-    Num(f64),
-    Sym(&'static str),
-    /// Anything the subset does not have, kept to be refused by name.
-    Other(String),
-}
-
-fn show(t: &Tok) -> String {
-    match t {
-        Tok::Ident(s) | Tok::Other(s) => format!("'{s}'"),
-        Tok::Str(s) => format!("literal '{s}'"),
-        Tok::Num(n) => format!("number {n}"),
-        Tok::Sym(s) => format!("'{s}'"),
-    }
-}
-
-fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
-    let word = |c: &char| c.is_ascii_alphanumeric() || *c == '_';
-    let mut toks = vec![];
-    let mut it = text.chars().peekable();
-    while let Some(c) = it.next() {
-        let mut s = c.to_string();
-        match c {
-            _ if c.is_whitespace() => {}
-            'a'..='z' | 'A'..='Z' | '_' => {
-                s.extend(std::iter::from_fn(|| it.next_if(word)));
-                toks.push(Tok::Ident(s));
-            }
-            '0'..='9' => {
-                s.extend(std::iter::from_fn(|| {
-                    it.next_if(|d| d.is_ascii_digit() || *d == '.')
-                }));
-                let n = s.parse().map_err(|_| format!("bad number '{s}'"))?;
-                toks.push(Tok::Num(n));
-            }
-            '\'' => {
-                s.clear();
-                loop {
-                    match it.next() {
-                        None => return Err("unterminated string".into()),
-                        Some('\'') => break,
-                        Some('\\') => match it.next() {
-                            Some(q @ ('\'' | '\\' | '"' | '`' | '/')) => s.push(q),
-                            _ => return Err("unsupported escape in a string".into()),
-                        },
-                        Some(o) => s.push(o),
-                    }
-                }
-                toks.push(Tok::Str(s));
-            }
-            '.' => toks.push(Tok::Sym(".")),
-            '(' => toks.push(Tok::Sym("(")),
-            ')' => toks.push(Tok::Sym(")")),
-            '=' => toks.push(Tok::Sym("=")),
-            '!' if it.next_if_eq(&'=').is_some() => toks.push(Tok::Sym("!=")),
-            '<' | '>' => {
-                let eq = it.next_if_eq(&'=').is_some();
-                toks.push(Tok::Sym(match (c, eq) {
-                    ('<', false) => "<",
-                    ('<', true) => "<=",
-                    ('>', false) => ">",
-                    _ => ">=",
-                }));
-            }
-            '$' | '%' => {
-                s.extend(std::iter::from_fn(|| it.next_if(word)));
-                toks.push(Tok::Other(s));
-            }
-            _ => toks.push(Tok::Other(s)),
-        }
-    }
-    Ok(toks)
-}
-
 struct Parser<'t> {
     toks: Vec<Tok>,
     pos: usize,
@@ -288,14 +211,14 @@ impl Parser<'_> {
     }
 
     fn eat_word(&mut self, w: &str) -> bool {
-        self.eat(&Tok::Ident(w.into()))
+        self.eat(&Tok::Ident(w.into(), false))
     }
 
     fn expect(&mut self, s: &'static str) -> Result<(), String> {
         if self.eat(&Tok::Sym(s)) {
             return Ok(());
         }
-        let found = self.peek().map_or("the end".into(), show);
+        let found = self.peek().map_or("the end".into(), Tok::show);
         Err(self.err(&format!("expected '{s}' but found {found}")))
     }
 
@@ -353,23 +276,30 @@ impl Parser<'_> {
         self.pos += 1;
         let mut ast = match t {
             Some(Tok::Str(s)) => return Ok(Ast::Str(s)),
-            Some(Tok::Num(n)) => return Ok(Ast::Num(n)),
+            Some(Tok::Num(n)) => {
+                let n = n
+                    .parse()
+                    .map_err(|_| self.err(&format!("bad number '{n}'")))?;
+                return Ok(Ast::Num(n));
+            }
             Some(Tok::Sym("(")) => {
                 let inner = self.implies()?;
                 self.expect(")")?;
                 inner
             }
-            Some(Tok::Ident(name)) if !is_keyword(&name) => self.step(Ast::This, name)?,
-            Some(t) => return Err(self.err(&format!("unsupported or unexpected {}", show(&t)))),
+            Some(Tok::Ident(name, quoted)) if quoted || !is_keyword(&name) => {
+                self.step(Ast::This, name)?
+            }
+            Some(t) => return Err(self.err(&format!("unsupported or unexpected {}", t.show()))),
             None => return Err(self.err("unexpected end")),
         };
         while self.eat(&Tok::Sym(".")) {
             match self.peek().cloned() {
-                Some(Tok::Ident(name)) if !is_keyword(&name) => {
+                Some(Tok::Ident(name, quoted)) if quoted || !is_keyword(&name) => {
                     self.pos += 1;
                     ast = self.step(ast, name)?;
                 }
-                Some(t) => return Err(self.err(&format!("unexpected {} after '.'", show(&t)))),
+                Some(t) => return Err(self.err(&format!("unexpected {} after '.'", t.show()))),
                 None => return Err(self.err("unexpected end after '.'")),
             }
         }

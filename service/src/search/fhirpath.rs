@@ -102,7 +102,7 @@ impl Expr {
             Some(Tok::Ident(w, false)) if is_operator_word(w) => {
                 Err(p.err(&format!("unsupported FHIRPath operator '{w}'")))
             }
-            Some(t @ Tok::Other(_)) => {
+            Some(t @ (Tok::Other(_) | Tok::Num(_) | Tok::Sym("!=" | "<" | "<=" | ">" | ">="))) => {
                 Err(p.err(&format!("unsupported FHIRPath operator {}", t.show())))
             }
             Some(t) => Err(p.err(&format!("unexpected {}", t.show()))),
@@ -254,28 +254,34 @@ fn is_operator_word(w: &str) -> bool {
     )
 }
 
+/// A FHIRPath token. Both FHIRPath parsers read these: the SearchParameter
+/// subset here and the invariant subset in `profiles::invariant`; each
+/// refuses, by name, the tokens its subset does not use.
 #[derive(Debug, Clone, PartialEq)]
-enum Tok {
+pub(crate) enum Tok {
     /// An identifier; `true` if it was backtick-quoted (never a keyword).
     Ident(String, bool),
     Str(String),
-    /// Number literals, `$this`, `%resource`, operators other than the ones
-    /// the grammar uses: tokenized only to be refused with a clear message.
+    /// A number literal, as written.
+    Num(String),
+    /// `.` `(` `)` `|` `,` `=` `!=` `<` `<=` `>` `>=`
+    Sym(&'static str),
+    /// `$this`, `%resource` and operators neither subset uses.
     Other(String),
-    Sym(char),
 }
 
 impl Tok {
-    fn show(&self) -> String {
+    pub(crate) fn show(&self) -> String {
         match self {
             Tok::Ident(s, _) | Tok::Other(s) => format!("'{s}'"),
             Tok::Str(s) => format!("literal '{s}'"),
-            Tok::Sym(c) => format!("'{c}'"),
+            Tok::Num(n) => format!("number {n}"),
+            Tok::Sym(s) => format!("'{s}'"),
         }
     }
 }
 
-fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
+pub(crate) fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
     let word = |c: &char| c.is_ascii_alphanumeric() || *c == '_';
     let mut toks = vec![];
     let mut it = text.chars().peekable();
@@ -295,7 +301,7 @@ fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
                 s.extend(std::iter::from_fn(|| {
                     it.next_if(|d| d.is_ascii_digit() || *d == '.')
                 }));
-                toks.push(Tok::Other(s));
+                toks.push(Tok::Num(s));
             }
             '\'' | '`' => {
                 s.clear();
@@ -313,8 +319,23 @@ fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
                     Tok::Str(s)
                 });
             }
-            '.' | '(' | ')' | '|' | ',' | '=' => toks.push(Tok::Sym(c)),
-            '!' | '<' | '>' | '~' | '+' | '-' | '*' | '/' | '&' | '[' | ']' | '{' | '}' => {
+            '.' => toks.push(Tok::Sym(".")),
+            '(' => toks.push(Tok::Sym("(")),
+            ')' => toks.push(Tok::Sym(")")),
+            '|' => toks.push(Tok::Sym("|")),
+            ',' => toks.push(Tok::Sym(",")),
+            '=' => toks.push(Tok::Sym("=")),
+            '!' if it.next_if_eq(&'=').is_some() => toks.push(Tok::Sym("!=")),
+            '<' | '>' => {
+                let eq = it.next_if_eq(&'=').is_some();
+                toks.push(Tok::Sym(match (c, eq) {
+                    ('<', false) => "<",
+                    ('<', true) => "<=",
+                    ('>', false) => ">",
+                    _ => ">=",
+                }));
+            }
+            '!' | '~' | '+' | '-' | '*' | '/' | '&' | '[' | ']' | '{' | '}' => {
                 s.extend(it.next_if(|n| *n == '=' || *n == '~'));
                 toks.push(Tok::Other(s));
             }
@@ -365,7 +386,7 @@ impl Parser<'_> {
         t
     }
 
-    fn eat(&mut self, c: char) -> bool {
+    fn eat(&mut self, c: &'static str) -> bool {
         let hit = self.peek() == Some(&Tok::Sym(c));
         if hit {
             self.pos += 1;
@@ -373,7 +394,7 @@ impl Parser<'_> {
         hit
     }
 
-    fn expect(&mut self, c: char) -> Result<(), String> {
+    fn expect(&mut self, c: &'static str) -> Result<(), String> {
         if self.eat(c) {
             return Ok(());
         }
@@ -401,7 +422,7 @@ impl Parser<'_> {
 
     fn union(&mut self) -> Result<Ast, String> {
         let mut parts = vec![self.typed()?];
-        while self.eat('|') {
+        while self.eat("|") {
             parts.push(self.typed()?);
         }
         Ok(if parts.len() == 1 {
@@ -423,13 +444,13 @@ impl Parser<'_> {
     }
 
     fn postfix(&mut self) -> Result<Ast, String> {
-        let mut ast = if self.eat('(') {
+        let mut ast = if self.eat("(") {
             let inner = self.union()?;
-            self.expect(')')?;
+            self.expect(")")?;
             inner
         } else {
             let name = self.ident("a type name")?;
-            if self.peek() == Some(&Tok::Sym('(')) {
+            if self.peek() == Some(&Tok::Sym("(")) {
                 return Err(self.err(&format!("unsupported FHIRPath function '{name}'")));
             }
             if !is_type_name(&name) {
@@ -437,9 +458,9 @@ impl Parser<'_> {
             }
             Ast::Root(name)
         };
-        while self.eat('.') {
+        while self.eat(".") {
             let name = self.ident("an element or function name")?;
-            if !self.eat('(') {
+            if !self.eat("(") {
                 ast = Ast::Child(Box::new(ast), name);
                 continue;
             }
@@ -458,7 +479,7 @@ impl Parser<'_> {
                     )),
                     _ => return Err(self.err(&format!("unsupported FHIRPath function '{name}'"))),
                 };
-            self.expect(')')?;
+            self.expect(")")?;
         }
         Ok(ast)
     }
@@ -478,22 +499,22 @@ impl Parser<'_> {
 
     fn test(&mut self) -> Result<Test, String> {
         let mut path = vec![self.ident("an element name")?];
-        if path[0] == "resolve" && self.eat('(') {
-            self.expect(')')?;
+        if path[0] == "resolve" && self.eat("(") {
+            self.expect(")")?;
             if !self.is_word("is") {
                 return Err(self.err("only 'resolve() is Type' is supported in where()"));
             }
             self.pos += 1;
             return Ok(Test::ResolveIs(self.ident("a resource type")?));
         }
-        while self.eat('.') {
+        while self.eat(".") {
             path.push(self.ident("an element name")?);
         }
-        if self.peek() == Some(&Tok::Sym('(')) {
+        if self.peek() == Some(&Tok::Sym("(")) {
             let f = path.last().cloned().unwrap_or_default();
             return Err(self.err(&format!("unsupported FHIRPath function '{f}' in where()")));
         }
-        self.expect('=')?;
+        self.expect("=")?;
         match self.next() {
             Some(Tok::Str(lit)) => Ok(Test::Equals(path, lit)),
             _ => Err(self.err("where() compares only with a string literal")),
