@@ -15,7 +15,7 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
-use crate::search::fhirpath::{child, tokenize, Tok};
+use crate::search::fhirpath::{child, Parser, Tok};
 
 static TRUE: Value = Value::Bool(true);
 static FALSE: Value = Value::Bool(false);
@@ -54,8 +54,7 @@ enum Op {
 impl Invariant {
     /// Parses an invariant; anything outside the subset is an Err naming it.
     pub fn parse(text: &str) -> Result<Invariant, String> {
-        let toks = tokenize(text).map_err(|e| format!("{e} in: {text}"))?;
-        let mut p = Parser { toks, pos: 0, text };
+        let mut p = Parser::new(text)?;
         let ast = p.implies()?;
         match p.peek() {
             None => Ok(Invariant { ast }),
@@ -187,41 +186,8 @@ fn compare(l: &[Value], op: Op, r: &[Value]) -> Option<bool> {
     }
 }
 
-struct Parser<'t> {
-    toks: Vec<Tok>,
-    pos: usize,
-    text: &'t str,
-}
-
+/// The invariant grammar, on the shared FHIRPath token cursor.
 impl Parser<'_> {
-    fn err(&self, msg: &str) -> String {
-        format!("{msg} in: {}", self.text)
-    }
-
-    fn peek(&self) -> Option<&Tok> {
-        self.toks.get(self.pos)
-    }
-
-    fn eat(&mut self, t: &Tok) -> bool {
-        let hit = self.peek() == Some(t);
-        if hit {
-            self.pos += 1;
-        }
-        hit
-    }
-
-    fn eat_word(&mut self, w: &str) -> bool {
-        self.eat(&Tok::Ident(w.into(), false))
-    }
-
-    fn expect(&mut self, s: &'static str) -> Result<(), String> {
-        if self.eat(&Tok::Sym(s)) {
-            return Ok(());
-        }
-        let found = self.peek().map_or("the end".into(), Tok::show);
-        Err(self.err(&format!("expected '{s}' but found {found}")))
-    }
-
     fn implies(&mut self) -> Result<Ast, String> {
         let mut l = self.or()?;
         while self.eat_word("implies") {
@@ -293,7 +259,7 @@ impl Parser<'_> {
             Some(t) => return Err(self.err(&format!("unsupported or unexpected {}", t.show()))),
             None => return Err(self.err("unexpected end")),
         };
-        while self.eat(&Tok::Sym(".")) {
+        while self.eat(".") {
             match self.peek().cloned() {
                 Some(Tok::Ident(name, quoted)) if quoted || !is_keyword(&name) => {
                     self.pos += 1;
@@ -308,7 +274,7 @@ impl Parser<'_> {
 
     /// `name` or `name(...)` applied to `base`.
     fn step(&mut self, base: Ast, name: String) -> Result<Ast, String> {
-        if !self.eat(&Tok::Sym("(")) {
+        if !self.eat("(") {
             // `Task.status` in a Task's invariant: the leading type name is
             // the context itself (a capitalised name is never an element).
             if matches!(base, Ast::This) && name.starts_with(|c: char| c.is_ascii_uppercase()) {

@@ -94,8 +94,7 @@ impl Expr {
     /// Parses an expression; anything outside the supported subset is an Err
     /// naming the part it does not support.
     pub fn parse(text: &str) -> Result<Expr, String> {
-        let toks = tokenize(text).map_err(|e| format!("{e} in: {text}"))?;
-        let mut p = Parser { toks, pos: 0, text };
+        let mut p = Parser::new(text)?;
         let ast = p.union()?;
         match p.peek() {
             None => Ok(Expr { ast }),
@@ -281,7 +280,7 @@ impl Tok {
     }
 }
 
-pub(crate) fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
+fn tokenize(text: &str) -> Result<Vec<Tok>, String> {
     let word = |c: &char| c.is_ascii_alphanumeric() || *c == '_';
     let mut toks = vec![];
     let mut it = text.chars().peekable();
@@ -365,28 +364,32 @@ fn unescape(it: &mut impl Iterator<Item = char>) -> Result<char, String> {
     })
 }
 
-struct Parser<'t> {
+/// A cursor over one expression's tokens, with the steps both FHIRPath
+/// grammars share; each adds its own rules in an `impl` block of its own
+/// (this subset below, invariants in `profiles::invariant`).
+pub(crate) struct Parser<'t> {
     toks: Vec<Tok>,
-    pos: usize,
+    pub(crate) pos: usize,
     text: &'t str,
 }
 
-impl Parser<'_> {
-    fn err(&self, msg: &str) -> String {
+impl<'t> Parser<'t> {
+    pub(crate) fn new(text: &'t str) -> Result<Parser<'t>, String> {
+        let toks = tokenize(text).map_err(|e| format!("{e} in: {text}"))?;
+        Ok(Parser { toks, pos: 0, text })
+    }
+
+    /// `msg`, naming the whole expression.
+    pub(crate) fn err(&self, msg: &str) -> String {
         format!("{msg} in: {}", self.text)
     }
 
-    fn peek(&self) -> Option<&Tok> {
+    pub(crate) fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.pos)
     }
 
-    fn next(&mut self) -> Option<Tok> {
-        let t = self.toks.get(self.pos).cloned();
-        self.pos += 1;
-        t
-    }
-
-    fn eat(&mut self, c: &'static str) -> bool {
+    /// Steps over the symbol `c` if it is next.
+    pub(crate) fn eat(&mut self, c: &'static str) -> bool {
         let hit = self.peek() == Some(&Tok::Sym(c));
         if hit {
             self.pos += 1;
@@ -394,7 +397,16 @@ impl Parser<'_> {
         hit
     }
 
-    fn expect(&mut self, c: &'static str) -> Result<(), String> {
+    /// Steps over the (unquoted) word `w` if it is next.
+    pub(crate) fn eat_word(&mut self, w: &str) -> bool {
+        let hit = self.is_word(w);
+        if hit {
+            self.pos += 1;
+        }
+        hit
+    }
+
+    pub(crate) fn expect(&mut self, c: &'static str) -> Result<(), String> {
         if self.eat(c) {
             return Ok(());
         }
@@ -402,8 +414,16 @@ impl Parser<'_> {
         Err(self.err(&format!("expected '{c}' but found {found}")))
     }
 
-    fn is_word(&self, w: &str) -> bool {
+    pub(crate) fn is_word(&self, w: &str) -> bool {
         matches!(self.peek(), Some(Tok::Ident(s, false)) if s == w)
+    }
+}
+
+impl Parser<'_> {
+    fn next(&mut self) -> Option<Tok> {
+        let t = self.toks.get(self.pos).cloned();
+        self.pos += 1;
+        t
     }
 
     fn ident(&mut self, what: &str) -> Result<String, String> {
