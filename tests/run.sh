@@ -284,6 +284,11 @@ start_server() {
 	SERVER_URL=""
 	SERVER_ERR="$WORK_DIR/server-$name.err"
 	: >"$out"
+	# An admin client with a key made here, registered before the server starts.
+	"$VENV/bin/python" "$REPO_ROOT/tests/python/sp_hub_auth.py" keygen "$WORK_DIR" "check-$name" &&
+		"$bin" client add --database-url "$WORK_DIR/$name.db" --id "check-$name" \
+			--organization Organization/hub-operator --role admin --scope 'system/*.*' \
+			--jwks "$WORK_DIR/check-$name.jwks.json" >/dev/null || return 1
 	"$bin" serve --listen 127.0.0.1:0 --database-url "$WORK_DIR/$name.db" >"$out" 2>"$SERVER_ERR" &
 	SERVER_PID=$!
 	for ((i = 0; i < 300; i++)); do
@@ -328,7 +333,11 @@ run_python_check() {
 	local name="$1" script="$2" rc=0
 	start_server "$name" || return 1
 	log "running tests/python/$script against $SERVER_URL"
-	"$VENV/bin/python" "$REPO_ROOT/tests/python/$script" "$SERVER_URL" || rc=$?
+	SP_HUB_TOKEN="$("$VENV/bin/python" "$REPO_ROOT/tests/python/sp_hub_auth.py" token \
+		"$SERVER_URL" "check-$name" "$WORK_DIR/check-$name.key.pem" 'system/*.*')" || rc=$?
+	if ((rc == 0)); then
+		SP_HUB_TOKEN="$SP_HUB_TOKEN" "$VENV/bin/python" "$REPO_ROOT/tests/python/$script" "$SERVER_URL" || rc=$?
+	fi
 	stop_server
 	if ((rc != 0)); then
 		log "server stderr (last 30 lines):"

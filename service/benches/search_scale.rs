@@ -370,13 +370,85 @@ struct Statement {
     binds: Vec<Bind>,
 }
 
+/// The bench's admin client, registered with `key`'s public half.
+fn bench_client(
+    id: &str,
+    key: &p384::ecdsa::SigningKey,
+) -> Result<sp_hub::store::ClientRow, String> {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let point = key.verifying_key().to_encoded_point(false);
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": "bench",
+        "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}]});
+    sp_hub::auth::registration(
+        id,
+        "Organization/bench",
+        "admin",
+        "system/*.*",
+        &jwks.to_string(),
+    )
+}
+
+/// An access token for the bench client, from the server's token endpoint.
+async fn bench_token(
+    base: &str,
+    id: &str,
+    key: &p384::ecdsa::SigningKey,
+) -> Result<String, String> {
+    use p384::pkcs8::EncodePrivateKey as _;
+    let aud = format!("{base}/auth/token");
+    let now = sp_hub::auth::token::now();
+    let claims = serde_json::json!({"iss": id, "sub": id, "aud": aud, "exp": now + 240,
+                                    "jti": uuid::Uuid::new_v4().to_string()});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+    header.kid = Some("bench".into());
+    let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
+    let assertion = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+    )
+    .map_err(|e| e.to_string())?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", assertion.as_str()),
+        ("scope", "system/*.read"),
+    ];
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let resp = reqwest::Client::new()
+        .post(&aud)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+    v["access_token"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| format!("no token: {v}"))
+}
+
 /// Runs the search in-process (as the server's handler does) and returns
 /// the search statements it ran: the count, then the page.
 fn capture(store: &Store, label: &str, path: &str) -> Result<Vec<Statement>, String> {
     let (res_type, params) = split_path(path);
     CAPTURED.lock().unwrap().clear();
     CAPTURE.store(true, Ordering::SeqCst);
-    let result = sp_hub::interactions::search(store, &res_type, &params, true, "http://bench");
+    let result = sp_hub::interactions::search(
+        &sp_hub::auth::Principal::hub(),
+        store,
+        &res_type,
+        &params,
+        true,
+        "http://bench",
+    );
     CAPTURE.store(false, Ordering::SeqCst);
     result.map_err(|e| format!("{label}: {e}"))?;
     let captured = std::mem::take(&mut *CAPTURED.lock().unwrap());
@@ -925,10 +997,21 @@ fn run_size(
         (tick, statements)
     };
 
-    // 2. Time the searches over HTTP against the real server.
+    // 2. Time the searches over HTTP against the real server, as an admin
+    // client with a key made here.
+    let key = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let client_id = format!("bench-{}", std::process::id());
+    Store::open(&fresh.url)?.put_client(&bench_client(&client_id, &key)?)?;
     let server = Server::start(&fresh.url)?;
+    let token = runtime.block_on(bench_token(&server.base, &client_id, &key))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().map_err(|_| "bad token")?,
+    );
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .default_headers(headers)
         .build()
         .map_err(|e| e.to_string())?;
     println!("server: {} (feed resumes after tick {tick})", server.base);

@@ -16,9 +16,49 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DbArgs),
+    /// Manage the clients that may ask for access tokens.
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// Rebuild the search index of every resource (after adding or
     /// changing a SearchParameter in fhir-profiles/search-parameters/).
     Reindex(DbArgs),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client (SMART backend services, private_key_jwt).
+    Add(ClientAdd),
+    /// List the registered clients.
+    List(DbArgs),
+    /// Disable a client: it gets no new access token.
+    Disable {
+        /// The client id.
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Args)]
+struct ClientAdd {
+    #[command(flatten)]
+    db: DbArgs,
+    /// The client id (the `iss` and `sub` of its assertions).
+    #[arg(long)]
+    id: String,
+    /// The organisation it acts for, as Organization/ID.
+    #[arg(long)]
+    organization: String,
+    /// gp, vcs, pcn or admin.
+    #[arg(long)]
+    role: String,
+    /// Space-separated SMART scopes it may be granted, e.g.
+    /// "system/ServiceRequest.cruds system/Task.rus".
+    #[arg(long)]
+    scope: String,
+    /// A file holding its JSON Web Key Set (public keys only).
+    #[arg(long)]
+    jwks: std::path::PathBuf,
 }
 
 #[derive(Args)]
@@ -41,10 +81,51 @@ struct ServeArgs {
     /// Most entries a transaction or batch Bundle may hold.
     #[arg(long, env = "SP_HUB_MAX_BUNDLE_ENTRIES", default_value_t = 500)]
     max_bundle_entries: usize,
+    /// Seconds an access token lives.
+    #[arg(long, env = "SP_HUB_TOKEN_LIFETIME", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(10..=3600))]
+    token_lifetime: i64,
+    /// Public base URL of this server (e.g. https://sp-hub.example.nhs.uk)
+    /// when it sits behind a proxy; the token endpoint's URL, which client
+    /// assertions name as `aud`, is derived from it. Default: each
+    /// request's own scheme and host.
+    #[arg(long, env = "SP_HUB_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Load the example PCN (fhir-profiles/examples/demo-pcn.json) into the
     /// database before serving; does nothing when it is already there.
     #[arg(long)]
     demo: bool,
+}
+
+fn client(cmd: ClientCommand) -> Result<(), String> {
+    match cmd {
+        ClientCommand::Add(a) => {
+            let jwks = std::fs::read_to_string(&a.jwks)
+                .map_err(|e| format!("cannot read {}: {e}", a.jwks.display()))?;
+            let row = sp_hub::auth::registration(&a.id, &a.organization, &a.role, &a.scope, &jwks)?;
+            sp_hub::store::Store::open(&a.db.database_url)?.add_client(&row)?;
+            println!("client {} registered", a.id);
+            Ok(())
+        }
+        ClientCommand::List(db) => {
+            for c in sp_hub::store::Store::open(&db.database_url)?.clients()? {
+                let state = if c.disabled { "disabled" } else { "enabled" };
+                println!(
+                    "{}\t{}\t{}\t{state}\t{}",
+                    c.id, c.organization, c.role, c.scopes
+                );
+            }
+            Ok(())
+        }
+        ClientCommand::Disable { id, db } => {
+            if sp_hub::store::Store::open(&db.database_url)?.disable_client(&id)? {
+                println!("client {id} disabled");
+                Ok(())
+            } else {
+                Err(format!("no client '{id}' is registered"))
+            }
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,8 +151,11 @@ fn main() -> std::process::ExitCode {
             listen: args.listen,
             max_body_bytes: args.max_body_bytes,
             max_bundle_entries: args.max_bundle_entries,
+            token_lifetime: args.token_lifetime,
+            public_url: args.public_url,
             demo: args.demo,
         })),
+        Command::Client(cmd) => client(cmd),
         Command::Migrate(args) => sp_hub::store::Store::open(&args.database_url).map(|_| {
             println!("migrations applied");
         }),

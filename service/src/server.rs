@@ -12,6 +12,10 @@ pub struct ServeConfig {
     pub listen: String,
     pub max_body_bytes: usize,
     pub max_bundle_entries: usize,
+    /// Seconds an access token lives.
+    pub token_lifetime: i64,
+    /// The public base URL (see `AppState::public_url`).
+    pub public_url: Option<String>,
     /// Load the example PCN (`fhir-profiles/examples/demo-pcn.json`) once
     /// the database is open.
     pub demo: bool,
@@ -34,6 +38,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())??;
     crate::search::set_cursor_key(store.secret("cursor-key")?.as_bytes());
+    let key = crate::auth::token::ServerKey::load(&store)?;
     let started = crate::fhir::instant::now();
     if cfg.demo {
         let base = format!("http://{}", cfg.listen);
@@ -45,9 +50,18 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
             Some(n) => eprintln!("sp-hub: demo data loaded ({n} resources)"),
             None => eprintln!("sp-hub: demo data already present (0 resources loaded)"),
         }
+        let dir = std::path::Path::new(DEMO_CLIENTS_DIR);
+        demo_clients(&store, dir)?;
+        eprintln!(
+            "sp-hub: demo client keys written to {}/ (see README, \"Getting a token\")",
+            dir.display()
+        );
     }
     let state = web::Data::new(AppState {
         store,
+        key,
+        token_lifetime: cfg.token_lifetime,
+        public_url: cfg.public_url,
         max_body_bytes: cfg.max_body_bytes,
         max_bundle_entries: cfg.max_bundle_entries,
         capability_statement: api::capability_statement(&started, registry),
@@ -55,6 +69,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            // The last wrap runs first: every request gets its id, then
+            // is authenticated, then routed.
+            .wrap(actix_web::middleware::from_fn(api::auth::authenticate))
             .wrap_fn(api::request_id)
             .configure(api::configure)
     })
@@ -65,6 +82,55 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     }
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     server.run().await.map_err(|e| e.to_string())
+}
+
+/// Where `--demo` writes its clients' private keys (relative to the
+/// working directory).
+const DEMO_CLIENTS_DIR: &str = "demo-clients";
+
+/// The demo clients: id, organisation, role, scopes.
+const DEMO_CLIENTS: &[(&str, &str, &str, &str)] =
+    &[("demo-admin", "Organization/org-icb", "admin", "system/*.*")];
+
+/// Registers the demo clients with fresh ES384 keys (replacing any earlier
+/// registration, whose private keys may be gone) and writes each private
+/// key to `dir/<id>.key.pem`, readable by its owner only.
+fn demo_clients(store: &Store, dir: &std::path::Path) -> Result<(), String> {
+    use p384::pkcs8::{EncodePrivateKey as _, LineEnding};
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (id, org, role, scope) in DEMO_CLIENTS {
+        let key = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let point = key.verifying_key().to_encoded_point(false);
+        let b64 = |b: &[u8]| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+        };
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-384", "kid": format!("{id}-key-1"), "use": "sig", "alg": "ES384",
+            "x": b64(point.x().expect("uncompressed")), "y": b64(point.y().expect("uncompressed")),
+        }]});
+        let row = crate::auth::registration(id, org, role, scope, &jwks.to_string())?;
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| format!("cannot encode the demo key: {e}"))?;
+        let path = dir.join(format!("{id}.key.pem"));
+        write_private(&path, pem.as_bytes())?;
+        store.put_client(&row)?;
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Loads the demo PCN through the same code path as `POST /`, as one
@@ -98,7 +164,13 @@ pub fn load_demo(store: &Store, base: &str) -> Result<Option<usize>, String> {
         bytes: DEMO_PCN.as_bytes(),
         format: crate::fhir::resource::Format::Json,
     };
-    crate::interactions::bundle(store, body, base, usize::MAX)
-        .map_err(|e| format!("loading the demo data failed: {e}"))?;
+    crate::interactions::bundle(
+        &crate::auth::Principal::hub(),
+        store,
+        body,
+        base,
+        usize::MAX,
+    )
+    .map_err(|e| format!("loading the demo data failed: {e}"))?;
     Ok(Some(entries.len()))
 }

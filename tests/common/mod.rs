@@ -165,20 +165,54 @@ impl Database {
     }
 }
 
-/// A running `sp-hub serve` on its own database. Killed (and reaped) when
-/// dropped; if the test panicked, the server's stderr is printed.
+/// A running `sp-hub serve` on its own database, and a client that calls
+/// it with an access token (by default an admin client's, registered on
+/// the fresh database before the server starts). Killed (and reaped) when
+/// the last handle is dropped; if a test panicked, the server's stderr is
+/// printed.
 pub struct Server {
     pub base: String,
+    /// Sends the token in `Authorization` on every request.
     pub client: reqwest::Client,
+    /// The access token `client` sends.
+    pub token: String,
     pub backend: Backend,
     pub database_url: String,
     args: Vec<String>,
     envs: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
+    proc: std::sync::Arc<Proc>,
     // Declared last: the directory outlives the process that writes in it.
     dir: std::sync::Arc<tempfile::TempDir>,
 }
+
+/// The server process; shared by every handle on it.
+struct Proc {
+    child: std::sync::Mutex<Option<Child>>,
+    log: PathBuf,
+    backend: Backend,
+    base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- sp-hub ({:?}, {}) stderr ----\n{}",
+                self.backend,
+                self.base,
+                read_log(&self.log)
+            );
+        }
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The admin client every test server has.
+pub const ADMIN_CLIENT: &str = "test-admin";
+pub const ADMIN_ORG: &str = "Organization/hub-operator";
 
 impl Server {
     pub async fn start(backend: Backend) -> Server {
@@ -189,16 +223,138 @@ impl Server {
     /// and extra environment variables.
     pub async fn start_with(backend: Backend, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let db = Database::fresh(backend).await;
-        Server::spawn(
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        // A test may name its own database URL (e.g. the sqlite:// form).
+        let url = args
+            .iter()
+            .position(|a| a == "--database-url")
+            .and_then(|i| args.get(i + 1).cloned())
+            .unwrap_or_else(|| db.url.clone());
+        let dir = std::sync::Arc::new(db.dir);
+        let admin = TestClient::new(ADMIN_CLIENT);
+        admin
+            .register(&url, dir.path(), ADMIN_ORG, "admin", "system/*.*")
+            .await;
+        let mut s = Server::spawn(
             backend,
             db.url,
-            std::sync::Arc::new(db.dir),
-            args.iter().map(|s| s.to_string()).collect(),
+            dir,
+            args,
             envs.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
-        .await
+        .await;
+        let token = s.token_for(&admin, "system/*.*").await;
+        s = s.with_token(&token);
+        s
+    }
+
+    /// Another handle on the same server whose requests carry `token`.
+    pub fn with_token(&self, token: &str) -> Server {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}")
+                .parse()
+                .expect("token fits a header"),
+        );
+        Server {
+            base: self.base.clone(),
+            client: http_client(headers),
+            token: token.to_string(),
+            backend: self.backend,
+            database_url: self.database_url.clone(),
+            args: self.args.clone(),
+            envs: self.envs.clone(),
+            proc: self.proc.clone(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// A handle whose requests carry no token.
+    pub fn anonymous(&self) -> Server {
+        Server {
+            client: http_client(HeaderMap::new()),
+            token: String::new(),
+            ..self.with_token("")
+        }
+    }
+
+    /// Registers a client on this server's database (the `sp-hub client
+    /// add` command) with a fresh ES384 key.
+    pub async fn register(
+        &self,
+        id: &str,
+        organization: &str,
+        role: &str,
+        scope: &str,
+    ) -> TestClient {
+        let c = TestClient::new(id);
+        c.register(
+            &self.database_url,
+            self.dir.path(),
+            organization,
+            role,
+            scope,
+        )
+        .await;
+        c
+    }
+
+    /// The token endpoint's URL (the `aud` of client assertions).
+    pub fn token_url(&self) -> String {
+        self.url("/auth/token")
+    }
+
+    /// Asks the token endpoint for a token; returns the status and the
+    /// JSON body.
+    pub async fn request_token(&self, assertion: &str, scope: &str) -> (u16, Value) {
+        let form = format!(
+            "grant_type=client_credentials&client_assertion_type={}&client_assertion={}&scope={}",
+            enc("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            enc(assertion),
+            enc(scope)
+        );
+        let resp = self
+            .send(
+                self.client
+                    .post(self.token_url())
+                    .header(CONTENT_TYPE, FORM)
+                    .body(form),
+            )
+            .await;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        let v = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("token response is not JSON ({e}): {body}"));
+        (status, v)
+    }
+
+    /// An access token for `client` with `scope`; panics unless granted.
+    pub async fn token_for(&self, client: &TestClient, scope: &str) -> String {
+        let (status, body) = self
+            .request_token(&client.assertion(&self.token_url()), scope)
+            .await;
+        assert_eq!(
+            status, 200,
+            "token request for {} refused: {body}",
+            client.id
+        );
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// A handle on this server acting as a newly registered client.
+    pub async fn as_new_client(
+        &self,
+        id: &str,
+        organization: &str,
+        role: &str,
+        scope: &str,
+    ) -> Server {
+        let c = self.register(id, organization, role, scope).await;
+        let token = self.token_for(&c, scope).await;
+        self.with_token(&token)
     }
 
     async fn spawn(
@@ -212,7 +368,6 @@ impl Server {
         let stderr = std::fs::File::create(&log).expect("create server log");
         let mut cmd = std::process::Command::new(bin());
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
-        // A test may name its own database URL (e.g. the sqlite:// form).
         if !args.iter().any(|a| a == "--database-url") {
             cmd.arg("--database-url").arg(&database_url);
         }
@@ -277,42 +432,50 @@ impl Server {
             base.starts_with("http://127.0.0.1:"),
             "listening line should name http://127.0.0.1:PORT, got {line:?}"
         );
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .expect("reqwest client");
         Server {
-            base,
-            client,
+            base: base.clone(),
+            client: http_client(HeaderMap::new()),
+            token: String::new(),
             backend,
             database_url,
             args,
             envs,
-            log,
-            child: Some(child),
+            proc: std::sync::Arc::new(Proc {
+                child: std::sync::Mutex::new(Some(child)),
+                log,
+                backend,
+                base,
+            }),
             dir,
         }
     }
 
-    /// Stops this server and starts a new one on the same database.
-    pub async fn restart(mut self) -> Server {
-        if let Some(mut child) = self.child.take() {
+    /// Stops this server and starts a new one on the same database, with
+    /// the same token.
+    pub async fn restart(self) -> Server {
+        if let Some(mut child) = self.proc.child.lock().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        Server::spawn(
+        let s = Server::spawn(
             self.backend,
             self.database_url.clone(),
             self.dir.clone(),
             self.args.clone(),
             self.envs.clone(),
         )
-        .await
+        .await;
+        s.with_token(&self.token)
     }
 
     pub fn log(&self) -> String {
-        read_log(&self.log)
+        read_log(&self.proc.log)
+    }
+
+    /// The server's working directory (`serve --demo` writes its demo
+    /// clients' keys there).
+    pub fn workdir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -463,9 +626,143 @@ impl Server {
     /// an HTTP client would refuse to send or would normalise.
     pub async fn raw(&self, request: Vec<u8>) -> (u16, String) {
         let addr = self.addr();
+        let request = with_authorization(request, &self.token);
         tokio::task::spawn_blocking(move || raw_http(&addr, &request))
             .await
             .unwrap()
+    }
+}
+
+/// Inserts `Authorization: Bearer <token>` after the request line.
+fn with_authorization(request: Vec<u8>, token: &str) -> Vec<u8> {
+    let Some(end) = request.windows(2).position(|w| w == b"\r\n") else {
+        return request;
+    };
+    if token.is_empty() {
+        return request;
+    }
+    let mut out = request[..end + 2].to_vec();
+    out.extend_from_slice(format!("Authorization: Bearer {token}\r\n").as_bytes());
+    out.extend_from_slice(&request[end + 2..]);
+    out
+}
+
+fn http_client(headers: HeaderMap) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(REQUEST_TIMEOUT)
+        .default_headers(headers)
+        .build()
+        .expect("reqwest client")
+}
+
+/// A client of the token endpoint with its own ES384 key, generated here.
+pub struct TestClient {
+    pub id: String,
+    pub kid: String,
+    key: p384::ecdsa::SigningKey,
+}
+
+impl TestClient {
+    pub fn new(id: &str) -> TestClient {
+        TestClient {
+            id: id.to_string(),
+            kid: format!("{id}-key-1"),
+            key: p384::ecdsa::SigningKey::random(&mut rand_core::OsRng),
+        }
+    }
+
+    /// A client whose private key is in a PKCS#8 PEM file (as `serve
+    /// --demo` writes them), with the kid convention `<id>-key-1`.
+    pub fn from_pem_file(id: &str, path: &std::path::Path) -> TestClient {
+        use p384::pkcs8::DecodePrivateKey as _;
+        let pem = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        TestClient {
+            id: id.to_string(),
+            kid: format!("{id}-key-1"),
+            key: p384::ecdsa::SigningKey::from_pkcs8_pem(&pem).expect("a P-384 PKCS#8 key"),
+        }
+    }
+
+    /// The public JWKS registered for this client.
+    pub fn jwks(&self) -> Value {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let point = self.key.verifying_key().to_encoded_point(false);
+        json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": self.kid, "use": "sig", "alg": "ES384",
+                         "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}]})
+    }
+
+    /// Runs `sp-hub client add` against `database_url`.
+    pub async fn register(
+        &self,
+        database_url: &str,
+        dir: &std::path::Path,
+        organization: &str,
+        role: &str,
+        scope: &str,
+    ) {
+        let file = dir.join(format!("{}-{}.jwks.json", self.id, unique_suffix()));
+        std::fs::write(&file, self.jwks().to_string()).unwrap();
+        let out = Command::new(bin())
+            .args([
+                "client",
+                "add",
+                "--database-url",
+                database_url,
+                "--id",
+                &self.id,
+            ])
+            .args([
+                "--organization",
+                organization,
+                "--role",
+                role,
+                "--scope",
+                scope,
+            ])
+            .arg("--jwks")
+            .arg(&file)
+            .env_remove("SP_HUB_DATABASE_URL")
+            .output()
+            .await
+            .expect("run sp-hub client add");
+        assert!(
+            out.status.success(),
+            "sp-hub client add {} failed: {}",
+            self.id,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The claims of a valid assertion for `aud`, to be changed by tests.
+    pub fn claims(&self, aud: &str) -> Value {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        json!({"iss": self.id, "sub": self.id, "aud": aud, "exp": now + 240,
+               "iat": now, "jti": uuid::Uuid::new_v4().to_string()})
+    }
+
+    /// A valid client assertion for the token endpoint at `aud`.
+    pub fn assertion(&self, aud: &str) -> String {
+        self.sign(&self.claims(aud))
+    }
+
+    /// Signs `claims` with this client's key (ES384, its kid).
+    pub fn sign(&self, claims: &Value) -> String {
+        use p384::pkcs8::EncodePrivateKey as _;
+        let der = self.key.to_pkcs8_der().unwrap();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+        )
+        .unwrap()
     }
 }
 
@@ -529,23 +826,6 @@ fn read_log(path: &PathBuf) -> String {
         format!("...{}", &text[cut..])
     } else {
         text
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- sp-hub ({:?}, {}) stderr ----\n{}",
-                self.backend,
-                self.base,
-                self.log()
-            );
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

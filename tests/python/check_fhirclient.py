@@ -22,6 +22,7 @@ Prints one line per check and a final `python fhirclient check: N passed,
 M failed` line; exits 1 if any check failed.
 """
 
+import os
 import sys
 import uuid
 import xml.etree.ElementTree as ET
@@ -159,6 +160,9 @@ def check_service_request_content(c, name, sr, sent, resp):
 
 def run(base, c):
     s = requests.Session()
+    # The access token tests/run.sh obtained (tests/python/sp_hub_auth.py).
+    if os.environ.get("SP_HUB_TOKEN"):
+        s.headers["Authorization"] = f"Bearer {os.environ['SP_HUB_TOKEN']}"
     s.headers["Accept"] = FHIR_JSON
     post_headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
     patient_ref = f"Patient/{uuid.uuid4()}"

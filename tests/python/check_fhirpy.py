@@ -32,6 +32,7 @@ of the failed check, the last response and what differed.
 
 import datetime
 import json
+import os
 import sys
 from urllib.parse import unquote
 
@@ -163,6 +164,8 @@ def authored_on(i):
 def run(base, c):
     client = SyncFHIRClient(
         base,
+        # The access token tests/run.sh obtained (tests/python/sp_hub_auth.py).
+        authorization=f"Bearer {os.environ['SP_HUB_TOKEN']}" if os.environ.get("SP_HUB_TOKEN") else None,
         requests_config={"timeout": TIMEOUT, "hooks": {"response": [c.rec.hook]}},
     )
 

@@ -1,6 +1,7 @@
 //! HTTP routes and thin handlers: parse the request, call one interaction,
 //! render the result. No SQL and no FHIR rules live here.
 
+pub mod auth;
 mod history;
 mod metadata;
 pub mod negotiate;
@@ -18,6 +19,14 @@ use negotiate::Output;
 
 pub struct AppState {
     pub store: Store,
+    /// Signs and checks access tokens.
+    pub key: crate::auth::token::ServerKey,
+    /// Seconds an access token lives.
+    pub token_lifetime: i64,
+    /// This server's public base URL, when configured (else each request's
+    /// own scheme and host): the token endpoint's URL, the assertions'
+    /// `aud`, is derived from it.
+    pub public_url: Option<String>,
     pub max_body_bytes: usize,
     pub max_bundle_entries: usize,
     /// The CapabilityStatement, rendered once: it only changes with the code.
@@ -29,9 +38,13 @@ pub struct AppState {
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/", &["POST"]),
     ("/metadata", &["GET"]),
-    // Before `/{type}`: probes for orchestrators, no authentication.
+    // Before `/{type}`: probes for orchestrators.
     ("/healthz", &["GET"]),
     ("/readyz", &["GET"]),
+    // SMART backend services: discovery, token endpoint, public keys; open.
+    ("/.well-known/smart-configuration", &["GET"]),
+    ("/auth/token", &["POST"]),
+    ("/auth/jwks", &["GET"]),
     ("/_history", &["GET"]),
     ("/{type}", &["GET", "POST", "PUT", "DELETE"]),
     ("/{type}/_search", &["POST"]),
@@ -56,6 +69,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ("/metadata", _) => resource.route(web::get().to(metadata)),
                 ("/healthz", _) => resource.route(web::get().to(healthz)),
                 ("/readyz", _) => resource.route(web::get().to(readyz)),
+                ("/.well-known/smart-configuration", _) => {
+                    resource.route(web::get().to(auth::smart_configuration))
+                }
+                ("/auth/token", _) => resource.route(web::post().to(auth::token)),
+                ("/auth/jwks", _) => resource.route(web::get().to(auth::jwks)),
                 ("/_history", _) => resource.route(web::get().to(history::system)),
                 ("/{type}", "GET") => resource.route(web::get().to(rest::search_get)),
                 ("/{type}", "POST") => resource.route(web::post().to(rest::create)),

@@ -91,10 +91,12 @@ pub async fn transaction(
         let bytes = read_body(&req, payload, state.max_body_bytes).await?;
         let base = base_url(&req);
         let max = state.max_bundle_entries;
+        let caller = super::auth::principal(&req)?;
         let result = state
             .store
             .run(move |s| {
                 fhir::bundle(
+                    &caller,
                     s,
                     Body {
                         bytes: &bytes,
@@ -354,12 +356,13 @@ async fn search(
 ) -> HttpResponse {
     handle(&req.clone(), |out| async move {
         fhir::check_type(&res_type)?;
+        let caller = super::auth::principal(&req)?;
         let t = res_type.clone();
         let strict = negotiate::handling_strict(&req);
         let base = base_url(&req);
         let (q, page) = state
             .store
-            .run(move |s| fhir::search(s, &t, &params, strict, &base))
+            .run(move |s| fhir::search(&caller, s, &t, &params, strict, &base))
             .await?;
         let body = bundle::searchset(&base_url(&req), &res_type, &q, page)?;
         render::body_response(StatusCode::OK, &out, &body)

@@ -18,7 +18,11 @@ pub async fn referral(
     handle(&req.clone(), |out| async move {
         let base = base_url(&req);
         let b = base.clone();
-        let steps = state.store.run(move |s| trail::trail(s, &id, &b)).await?;
+        let caller = super::auth::principal(&req)?;
+        let steps = state
+            .store
+            .run(move |s| trail::trail(&caller, s, &id, &b))
+            .await?;
         let entries = steps
             .into_iter()
             .map(|step| {

@@ -22,6 +22,9 @@ pub enum IssueType {
     Timeout,
     Informational,
     Invariant,
+    Login,
+    Forbidden,
+    Throttled,
 }
 
 impl IssueType {
@@ -40,6 +43,9 @@ impl IssueType {
             IssueType::Timeout => "timeout",
             IssueType::Informational => "informational",
             IssueType::Invariant => "invariant",
+            IssueType::Login => "login",
+            IssueType::Forbidden => "forbidden",
+            IssueType::Throttled => "throttled",
         }
     }
 }
@@ -58,6 +64,13 @@ pub enum FhirError {
         message: String,
         expression: Option<String>,
     },
+    /// 401: no access token, or one this server did not issue or that expired.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token's scopes do not cover the request. (Data outside the
+    /// caller's organisation answers 404 instead: its existence is not told.)
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -149,6 +162,8 @@ impl FhirError {
         match self {
             FhirError::AtEntry { inner, .. } => inner.status(),
             FhirError::Invalid { .. } | FhirError::Structure { .. } => 400,
+            FhirError::Unauthorized(_) => 401,
+            FhirError::Forbidden(_) => 403,
             FhirError::NotFound(_) => 404,
             FhirError::MethodNotAllowed(_) => 405,
             FhirError::NotAcceptable(_) => 406,
@@ -169,6 +184,8 @@ impl FhirError {
             FhirError::AtEntry { inner, .. } => inner.issue_type(),
             FhirError::Invalid { .. } => IssueType::Invalid,
             FhirError::Structure { .. } => IssueType::Structure,
+            FhirError::Unauthorized(_) => IssueType::Login,
+            FhirError::Forbidden(_) => IssueType::Forbidden,
             FhirError::NotFound(_) => IssueType::NotFound,
             FhirError::Gone(_) => IssueType::Deleted,
             FhirError::MethodNotAllowed(_)

@@ -13,6 +13,8 @@ use serde_json::Value;
 
 use super::write::{self, matches};
 use super::{live, Body, Created, Criteria};
+use crate::auth::scopes::Perms;
+use crate::auth::{Need, Principal};
 use crate::fhir::bundle::{self as fb, Bundle, Entry as OutEntry, Response};
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource::{self, etag};
@@ -50,6 +52,7 @@ struct Entry {
 
 /// Processes a transaction or batch Bundle; returns the response Bundle.
 pub fn bundle(
+    caller: &Principal,
     store: &Store,
     body: Body,
     base: &str,
@@ -72,9 +75,10 @@ pub fn bundle(
             let entries = raw_entries
                 .iter()
                 .enumerate()
-                .map(|(i, e)| parse_entry(i, e, base).map_err(|err| err.at_entry(i)))
+                .map(|(i, e)| parse_entry(caller, i, e, base).map_err(|err| err.at_entry(i)))
                 .collect::<FhirResult<Vec<_>>>()?;
-            let responses = super::transaction(store, |tx| transaction(tx, &entries, base))?;
+            let responses =
+                super::transaction(store, |tx| transaction(tx, caller, &entries, base))?;
             Ok(BundleResult(response_bundle(
                 "transaction-response",
                 responses,
@@ -85,9 +89,11 @@ pub fn bundle(
                 .iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    parse_entry(i, e, base)
+                    parse_entry(caller, i, e, base)
                         .and_then(|entry| {
-                            super::transaction(store, |tx| run(tx, &entry, &HashMap::new(), base))
+                            super::transaction(store, |tx| {
+                                run(tx, caller, &entry, &HashMap::new(), base)
+                            })
                         })
                         .unwrap_or_else(|err| failed(&err))
                 })
@@ -108,7 +114,7 @@ fn response_bundle(kind: &'static str, entries: Vec<OutEntry>) -> String {
     Bundle::new(kind, None, vec![], entries).to_json()
 }
 
-fn parse_entry(index: usize, e: &Value, base: &str) -> FhirResult<Entry> {
+fn parse_entry(caller: &Principal, index: usize, e: &Value, base: &str) -> FhirResult<Entry> {
     let request = e
         .get("request")
         .ok_or_else(|| FhirError::invalid("the entry has no request"))?;
@@ -134,6 +140,16 @@ fn parse_entry(index: usize, e: &Value, base: &str) -> FhirResult<Entry> {
         Target::Type(t) | Target::Instance(t, _) | Target::Query(t, _) => t.clone(),
     };
     super::check_type(&res_type)?;
+    // Each entry needs what the same request on its own would.
+    let (perm, query) = match (&method, &target) {
+        (Method::Get, Target::Instance(..)) => (Perms::READ, &[][..]),
+        (Method::Get, Target::Query(_, q)) => (Perms::SEARCH, q.as_slice()),
+        (Method::Get, Target::Type(_)) => (Perms::SEARCH, &[][..]),
+        (Method::Post, _) => (Perms::CREATE, &[][..]),
+        (Method::Put | Method::Patch, _) => (Perms::UPDATE, &[][..]),
+        (Method::Delete, _) => (Perms::DELETE, &[][..]),
+    };
+    caller.permits(&Need::Type(res_type.clone(), perm), query)?;
     let resource = match (method, e.get("resource")) {
         (Method::Post | Method::Put, Some(r)) => {
             // The same checks as a single create or update, per entry.
@@ -236,7 +252,12 @@ fn patch_of(resource: Option<&Value>) -> FhirResult<json_patch::Patch> {
     write::parse_patch(&bytes)
 }
 
-fn transaction(tx: &mut Tx, entries: &[Entry], base: &str) -> FhirResult<Vec<OutEntry>> {
+fn transaction(
+    tx: &mut Tx,
+    caller: &Principal,
+    entries: &[Entry],
+    base: &str,
+) -> FhirResult<Vec<OutEntry>> {
     // 1. Decide every identity first, so references can be rewritten.
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut existing: HashMap<usize, Current> = HashMap::new();
@@ -289,7 +310,7 @@ fn transaction(tx: &mut Tx, entries: &[Entry], base: &str) -> FhirResult<Vec<Out
             Some(current) => Ok(written(current, "200 OK", false)),
             None => {
                 let prepared = prepare(tx, e, &ids, assigned.get(&e.index), base)?;
-                run_prepared(tx, &prepared, base)
+                run_prepared(tx, caller, &prepared, base)
             }
         };
         out[e.index] = Some(response.map_err(|err| err.at_entry(e.index))?);
@@ -385,12 +406,18 @@ fn one_match(tx: &mut Tx, res_type: &str, c: &Criteria) -> FhirResult<Option<Cur
 }
 
 /// One entry of a batch, or of a transaction without identities to share.
-fn run(tx: &mut Tx, e: &Entry, ids: &HashMap<String, String>, base: &str) -> FhirResult<OutEntry> {
+fn run(
+    tx: &mut Tx,
+    caller: &Principal,
+    e: &Entry,
+    ids: &HashMap<String, String>,
+    base: &str,
+) -> FhirResult<OutEntry> {
     let prepared = prepare(tx, e, ids, None, base)?;
-    run_prepared(tx, &prepared, base)
+    run_prepared(tx, caller, &prepared, base)
 }
 
-fn run_prepared(tx: &mut Tx, p: &Prepared, base: &str) -> FhirResult<OutEntry> {
+fn run_prepared(tx: &mut Tx, caller: &Principal, p: &Prepared, base: &str) -> FhirResult<OutEntry> {
     let e = p.entry;
     let resource = || {
         p.resource
@@ -435,8 +462,8 @@ fn run_prepared(tx: &mut Tx, p: &Prepared, base: &str) -> FhirResult<OutEntry> {
             let current = tx.read(t, id)?;
             live(current.as_ref(), t, id).map(|c| written(c, "200 OK", true))
         }
-        (Method::Get, Target::Query(t, q)) => search(tx, base, t, q),
-        (Method::Get, Target::Type(t)) => search(tx, base, t, &[]),
+        (Method::Get, Target::Query(t, q)) => search(tx, caller, base, t, q),
+        (Method::Get, Target::Type(t)) => search(tx, caller, base, t, &[]),
         _ => Err(FhirError::invalid(
             "this request.method and request.url do not go together",
         )),
@@ -445,12 +472,14 @@ fn run_prepared(tx: &mut Tx, p: &Prepared, base: &str) -> FhirResult<OutEntry> {
 
 fn search(
     tx: &mut Tx,
+    caller: &Principal,
     base: &str,
     res_type: &str,
     params: &[(String, String)],
 ) -> FhirResult<OutEntry> {
     let q = SearchQuery::parse(res_type, params, false)?.local_to(base);
-    let page = tx.search(res_type, &q)?;
+    let mut page = tx.search(res_type, &q)?;
+    page.included.retain(|c| caller.may_read_type(&c.res_type));
     Ok(OutEntry {
         resource: fb::raw(fb::searchset(base, res_type, &q, page)?),
         response: Some(Response {

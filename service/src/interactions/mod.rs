@@ -11,6 +11,7 @@ pub use bundle::{bundle, BundleResult};
 
 use serde_json::Value;
 
+use crate::auth::Principal;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource::{self, Format};
 use crate::search::SearchQuery;
@@ -228,14 +229,18 @@ pub fn vread(store: &Store, res_type: &str, id: &str, vid: &str) -> FhirResult<V
 /// then an error rather than ignored); `base` is this server's URL, so
 /// absolute references to it match local ones.
 pub fn search(
+    caller: &Principal,
     store: &Store,
     res_type: &str,
     params: &[(String, String)],
     strict: bool,
     base: &str,
 ) -> FhirResult<(SearchQuery, Page<Current>)> {
+    caller.may_search(res_type, params)?;
     let q = SearchQuery::parse(res_type, params, strict)?.local_to(base);
-    let page = store.search(res_type, &q)?;
+    let mut page = store.search(res_type, &q)?;
+    // Included resources of a type the token may not read are left out.
+    page.included.retain(|c| caller.may_read_type(&c.res_type));
     Ok((q, page))
 }
 

@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use super::live;
+use crate::auth::Principal;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource;
 use crate::search::{SearchQuery, MAX_COUNT, MAX_OR_VALUES};
@@ -42,7 +43,8 @@ pub struct Step {
 
 /// The trail of `ServiceRequest/{id}`: 404 when unknown, 410 when deleted.
 /// `base` is this server's URL (absolute references to it are local).
-pub fn trail(store: &Store, id: &str, base: &str) -> FhirResult<Vec<Step>> {
+/// Members of a type the caller's token may not read are left out.
+pub fn trail(caller: &Principal, store: &Store, id: &str, base: &str) -> FhirResult<Vec<Step>> {
     resource::check_id(id)?;
     let referral = store.read("ServiceRequest", id)?;
     live(referral.as_ref(), "ServiceRequest", id)?;
@@ -74,6 +76,7 @@ pub fn trail(store: &Store, id: &str, base: &str) -> FhirResult<Vec<Step>> {
         members.insert(("Provenance".into(), rid));
     }
     check_size(members.len())?;
+    members.retain(|(t, _)| caller.may_read_type(t));
 
     let mut versions = Vec::new();
     for (t, i) in &members {

@@ -4,6 +4,7 @@
 //! never sees HTTP. A write is one database transaction: current row,
 //! history row and search-index rows commit together or not at all.
 
+mod clients;
 mod pool;
 mod query;
 pub mod schema;
@@ -11,6 +12,7 @@ mod search_sql;
 mod sql;
 mod write;
 
+pub use clients::ClientRow;
 pub use pool::{Backend, Store};
 pub use query::{HistoryQuery, HistoryScope, Page};
 pub use write::{Decision, Tx, WriteOutcome};

@@ -140,13 +140,20 @@ impl Store {
     /// The secret named `name`, created (random) by whichever replica asks
     /// first; every replica then reads the same one.
     pub fn secret(&self, name: &str) -> Result<String, String> {
+        self.secret_or(name, || {
+            format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )
+        })
+    }
+
+    /// As `secret`, with the first value made by `fresh` (e.g. a key pair).
+    pub fn secret_or(&self, name: &str, fresh: impl FnOnce() -> String) -> Result<String, String> {
         use super::schema::server_secrets;
         use diesel::sql_types::Text;
-        let fresh = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let fresh = fresh();
         let mut conn = self.write.get().map_err(|e| e.to_string())?;
         let inserted = match &mut *conn {
             AnyConnection::Postgresql(c) => diesel::sql_query(

@@ -111,3 +111,23 @@ diesel::table! {
         value -> Text,
     }
 }
+
+diesel::table! {
+    clients (id) {
+        id -> Text,
+        organization -> Text,
+        role -> Text,
+        scopes -> Text,
+        jwks -> Text,
+        disabled -> Bool,
+        created -> Text,
+    }
+}
+
+diesel::table! {
+    assertion_jti (client_id, jti) {
+        client_id -> Text,
+        jti -> Text,
+        expires -> BigInt,
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE assertion_jti;
+DROP TABLE clients;
