@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-/// Admin clients only, for now: see `auth::registration`.
+/// Scope tests run as admin clients, whose view is everything.
 const ORG: &str = "Organization/hub-operator";
 
 async fn open_endpoints_need_no_token(s: Server) {
@@ -426,37 +426,119 @@ async fn bundle_entries_include_and_trail_follow_the_scopes(s: Server) {
     );
 }
 
-async fn only_admin_clients_can_be_registered_for_now(s: Server) {
-    let c = TestClient::new("a-practice");
-    let file = std::env::temp_dir().join(format!("jwks-{}.json", std::process::id()));
-    std::fs::write(&file, c.jwks().to_string()).unwrap();
-    let out = tokio::process::Command::new(bin())
-        .args([
-            "client",
-            "add",
-            "--database-url",
-            &s.database_url,
-            "--id",
-            "a-practice",
-        ])
-        .args([
-            "--organization",
-            "Organization/org-practice",
-            "--role",
+/// A client's requests a minute are counted in the database, so two
+/// replicas share one limit; past it, 429 with Retry-After.
+async fn the_request_rate_is_limited_per_client_across_replicas(b: Backend) {
+    let a = Server::start_with(b, &["--rate-limit", "5"], &[]).await;
+    let other = a.replica().await;
+    let minute = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 60
+    };
+    // The count starts again each minute: a run that crosses a minute
+    // boundary proves nothing and is tried again.
+    for attempt in 0..3 {
+        let started = minute();
+        // Use up what is left of this minute's five (earlier attempts may
+        // have used some), alternating replicas.
+        let mut statuses = vec![];
+        for i in 0..6 {
+            let s = if i % 2 == 0 { &a } else { &other };
+            statuses.push(s.get("/Patient").await);
+        }
+        if minute() != started {
+            assert!(attempt < 2, "three runs crossed a minute boundary");
+            continue;
+        }
+        let last = statuses.pop().unwrap();
+        if attempt == 0 {
+            let first: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
+            assert_eq!(
+                first,
+                vec![200; 5],
+                "the first five of the minute, on both replicas"
+            );
+        }
+        assert_eq!(
+            last.status().as_u16(),
+            429,
+            "the sixth request of the minute"
+        );
+        let retry: u64 = header(&last, "retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        let oo: Value = last.json().await.unwrap();
+        assert_eq!(oo["issue"][0]["code"], "throttled");
+        // Another client has its own count.
+        let fresh = a.as_new_client("fresh", ORG, "admin", "system/*.rs").await;
+        if minute() == started {
+            assert_eq!(fresh.status_of("/Patient").await, 200);
+        }
+        return;
+    }
+}
+
+/// `sp-hub client add` refuses what it cannot use safely, naming why.
+async fn registration_refuses_bad_clients(s: Server) {
+    let c = TestClient::new("bad");
+    let public = c.jwks();
+    let mut private = public.clone();
+    private["keys"][0]["d"] = json!("c2VjcmV0");
+    let oct = json!({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]});
+    let p256 = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
+        "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]});
+    let cases: Vec<(&str, &str, &str, Value, &str)> = vec![
+        (
+            "Organization/o",
+            "nurse",
+            "system/*.rs",
+            public.clone(),
+            "role",
+        ),
+        ("o", "gp", "system/*.rs", public.clone(), "Organization/ID"),
+        (
+            "Organization/o",
             "gp",
-        ])
-        .args(["--scope", "system/ServiceRequest.cruds", "--jwks"])
-        .arg(&file)
-        .output()
-        .await
-        .unwrap();
-    let _ = std::fs::remove_file(&file);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("organisation-scoped access"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+            "user/*.rs",
+            public.clone(),
+            "system/",
+        ),
+        ("Organization/o", "gp", "system/*.rs", private, "private"),
+        ("Organization/o", "gp", "system/*.rs", oct, "private"),
+        ("Organization/o", "gp", "system/*.rs", p256, "P-384"),
+    ];
+    for (i, (org, role, scope, jwks, why)) in cases.into_iter().enumerate() {
+        let file = s.workdir().join(format!("bad-{i}.json"));
+        std::fs::write(&file, jwks.to_string()).unwrap();
+        let out = tokio::process::Command::new(bin())
+            .args([
+                "client",
+                "add",
+                "--database-url",
+                &s.database_url,
+                "--id",
+                "bad",
+            ])
+            .args([
+                "--organization",
+                org,
+                "--role",
+                role,
+                "--scope",
+                scope,
+                "--jwks",
+            ])
+            .arg(&file)
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} registered");
+        assert!(err.contains(why), "case {i}: {err}");
+    }
 }
 
 /// `serve --demo` registers its clients and leaves their private keys in
@@ -479,6 +561,17 @@ async fn demo_clients_get_tokens_with_the_keys_written(b: Backend) {
     let as_demo = s.with_token(&token);
     assert_eq!(as_demo.total("/Organization").await, 7);
     assert_eq!(as_demo.status_of("/Organization/org-pcn").await, 200);
+    // One client for each role, each with its organisation's view: the
+    // Mill Lane practice sees its referrals, not Castle Street's.
+    for id in ["demo-gp", "demo-pcn", "demo-vcs"] {
+        let pem = s.workdir().join(format!("demo-clients/{id}.key.pem"));
+        TestClient::from_pem_file(id, &pem);
+    }
+    let gp =
+        TestClient::from_pem_file("demo-gp", &s.workdir().join("demo-clients/demo-gp.key.pem"));
+    let gp = s.with_token(&s.token_for(&gp, "system/*.rs").await);
+    assert_eq!(gp.status_of("/ServiceRequest/referral-001").await, 200);
+    assert_eq!(gp.status_of("/ServiceRequest/referral-002").await, 404);
 }
 
 both!(
@@ -489,6 +582,9 @@ both!(
     requests_outside_the_scopes_are_403,
     a_constrained_scope_allows_only_searches_carrying_it,
     bundle_entries_include_and_trail_follow_the_scopes,
-    only_admin_clients_can_be_registered_for_now,
+    registration_refuses_bad_clients,
 );
-both_backends!(demo_clients_get_tokens_with_the_keys_written);
+both_backends!(
+    demo_clients_get_tokens_with_the_keys_written,
+    the_request_rate_is_limited_per_client_across_replicas,
+);

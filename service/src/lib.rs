@@ -7,6 +7,7 @@
 //! `profiles` the domain's code systems, value sets and profiles.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod fhir;
 pub mod interactions;

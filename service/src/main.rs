@@ -16,12 +16,21 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DbArgs),
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Manage the clients that may ask for access tokens.
     #[command(subcommand)]
     Client(ClientCommand),
     /// Rebuild the search index of every resource (after adding or
     /// changing a SearchParameter in fhir-profiles/search-parameters/).
     Reindex(DbArgs),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; report the first broken link (exit status 1).
+    Verify(DbArgs),
 }
 
 #[derive(Subcommand)]
@@ -85,6 +94,10 @@ struct ServeArgs {
     #[arg(long, env = "SP_HUB_TOKEN_LIFETIME", default_value_t = 300,
           value_parser = clap::value_parser!(i64).range(10..=3600))]
     token_lifetime: i64,
+    /// Requests a client may make a minute, counted across all replicas
+    /// (in the database); more get 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "SP_HUB_RATE_LIMIT", default_value_t = 6000)]
+    rate_limit: i64,
     /// Public base URL of this server (e.g. https://sp-hub.example.nhs.uk)
     /// when it sits behind a proxy; the token endpoint's URL, which client
     /// assertions name as `aud`, is derived from it. Default: each
@@ -152,10 +165,22 @@ fn main() -> std::process::ExitCode {
             max_body_bytes: args.max_body_bytes,
             max_bundle_entries: args.max_bundle_entries,
             token_lifetime: args.token_lifetime,
+            rate_limit: args.rate_limit,
             public_url: args.public_url,
             demo: args.demo,
         })),
         Command::Client(cmd) => client(cmd),
+        Command::Audit(AuditCommand::Verify(db)) => sp_hub::store::Store::open(&db.database_url)
+            .and_then(|s| s.audit_verify().map_err(|e| e.to_string()))
+            .and_then(|(checked, broken)| match broken {
+                None => {
+                    println!("audit chain intact: {checked} records");
+                    Ok(())
+                }
+                Some((seq, why)) => Err(format!(
+                    "audit chain broken at record {seq}: {why} ({checked} records before it are intact)"
+                )),
+            }),
         Command::Migrate(args) => sp_hub::store::Store::open(&args.database_url).map(|_| {
             println!("migrations applied");
         }),

@@ -14,6 +14,8 @@ pub struct ServeConfig {
     pub max_bundle_entries: usize,
     /// Seconds an access token lives.
     pub token_lifetime: i64,
+    /// Requests a client may make a minute (0: no limit).
+    pub rate_limit: i64,
     /// The public base URL (see `AppState::public_url`).
     pub public_url: Option<String>,
     /// Load the example PCN (`fhir-profiles/examples/demo-pcn.json`) once
@@ -61,6 +63,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         store,
         key,
         token_lifetime: cfg.token_lifetime,
+        rate_limit: cfg.rate_limit,
         public_url: cfg.public_url,
         max_body_bytes: cfg.max_body_bytes,
         max_bundle_entries: cfg.max_bundle_entries,
@@ -88,9 +91,25 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
 /// working directory).
 const DEMO_CLIENTS_DIR: &str = "demo-clients";
 
-/// The demo clients: id, organisation, role, scopes.
-const DEMO_CLIENTS: &[(&str, &str, &str, &str)] =
-    &[("demo-admin", "Organization/org-icb", "admin", "system/*.*")];
+/// The demo clients, one for each role: id, organisation, role, scopes.
+const DEMO_CLIENTS: &[(&str, &str, &str, &str)] = &[
+    ("demo-admin", "Organization/org-icb", "admin", "system/*.*"),
+    (
+        "demo-gp",
+        "Organization/org-practice-mill-lane",
+        "gp",
+        "system/*.cruds",
+    ),
+    ("demo-pcn", "Organization/org-pcn", "pcn", "system/*.cruds"),
+    (
+        "demo-vcs",
+        "Organization/org-vcs-wellbeing",
+        "vcs",
+        "system/Task.rus system/ServiceRequest.rs system/Patient.rs system/Consent.rs \
+         system/Encounter.crus system/Procedure.crus system/Observation.crus \
+         system/Organization.rs system/Practitioner.rs system/PractitionerRole.rs",
+    ),
+];
 
 /// Registers the demo clients with fresh ES384 keys (replacing any earlier
 /// registration, whose private keys may be gone) and writes each private

@@ -450,6 +450,20 @@ impl Server {
         }
     }
 
+    /// A second server process on the same database (another replica),
+    /// called with the same token.
+    pub async fn replica(&self) -> Server {
+        let s = Server::spawn(
+            self.backend,
+            self.database_url.clone(),
+            self.dir.clone(),
+            self.args.clone(),
+            self.envs.clone(),
+        )
+        .await;
+        s.with_token(&self.token)
+    }
+
     /// Stops this server and starts a new one on the same database, with
     /// the same token.
     pub async fn restart(self) -> Server {

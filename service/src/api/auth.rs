@@ -2,7 +2,7 @@
 //! passes (`authenticate`), SMART discovery, the token endpoint and the
 //! server's public keys.
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
@@ -23,24 +23,57 @@ use crate::fhir::outcome::{FhirError, FhirResult};
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let need = need(req.method().as_str(), req.path());
-    if need == Need::Open {
+    // Probes and discovery are neither authenticated nor audited; token
+    // requests are audited.
+    if need == Need::Open && req.path() != "/auth/token" {
         return next
             .call(req)
             .await
-            .map(ServiceResponse::map_into_left_body);
+            .map(ServiceResponse::map_into_boxed_body);
     }
-    let checked = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| FhirError::Internal("no application state".into()))
-        .and_then(|state| check(req.request(), state, &need));
-    match checked {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Err(actix_web::error::ErrorInternalServerError(
+            "no application state",
+        ));
+    };
+    let request = std::sync::Arc::new(crate::audit::Request {
+        id: req
+            .extensions()
+            .get::<super::RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        query: req.query_string().to_string(),
+        ..Default::default()
+    });
+    let caller = match need {
+        Need::Open => Ok(None),
+        _ => bearer(req.request(), &state).map(Some),
+    };
+    let (who, org) = match &caller {
+        Ok(Some(p)) => (p.client_id.clone(), p.organization.clone()),
+        _ => ("-".to_string(), "-".to_string()),
+    };
+    let query = form_pairs(req.query_string().as_bytes());
+    let mut checked = caller.and_then(|p| match p {
+        Some(p) => p.permits(&need, &query).map(|()| Some(p)),
+        None => Ok(None),
+    });
+    if let (Ok(Some(p)), true) = (&checked, state.rate_limit > 0) {
+        if let Err(e) = within_rate(&state, &p.client_id).await {
+            checked = Err(e);
+        }
+    }
+    let resp = match checked {
         Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            next.call(req)
-                .await
-                .map(ServiceResponse::map_into_left_body)
+            if let Some(mut p) = principal {
+                p.request = Some(request.clone());
+                req.extensions_mut().insert(p);
+            }
+            next.call(req).await?.map_into_boxed_body()
         }
         Err(e) => {
             let out = Output::negotiate(req.request()).unwrap_or_default();
@@ -51,12 +84,63 @@ pub async fn authenticate(
                     header::HeaderValue::from_static("Bearer realm=\"sp-hub\""),
                 );
             }
-            Ok(req.into_response(resp).map_into_right_body())
+            if let FhirError::TooManyRequests { retry_after, .. } = e {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+            }
+            req.into_response(resp).map_into_boxed_body()
+        }
+    };
+    // A write recorded itself in its own transaction; anything else is
+    // recorded now, with the status it got. No record, no answer.
+    if request.recorded.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(resp);
+    }
+    let record = crate::audit::Record::new(
+        &who,
+        &org,
+        &request,
+        String::new(),
+        resp.status().as_u16().into(),
+    );
+    match state.store.run(move |s| s.audit(&record)).await {
+        Ok(()) => Ok(resp),
+        Err(e) => {
+            tracing::error!(error = %e, "the request could not be audited");
+            let (req, _) = resp.into_parts();
+            let err = FhirError::Unavailable("the request could not be audited; try again".into());
+            Ok(ServiceResponse::new(
+                req,
+                error_response(&err, &Output::default()),
+            ))
         }
     }
 }
 
-fn check(req: &HttpRequest, state: &AppState, need: &Need) -> FhirResult<Principal> {
+/// Counts the request against the client's rate for this minute, which
+/// every replica shares through the database.
+async fn within_rate(state: &AppState, client_id: &str) -> FhirResult<()> {
+    let now = token::now();
+    let window = now - now.rem_euclid(60);
+    let id = client_id.to_string();
+    let count = state
+        .store
+        .run(move |s| s.count_request(&id, window).map_err(FhirError::Internal))
+        .await?;
+    if count > state.rate_limit {
+        return Err(FhirError::TooManyRequests {
+            message: format!(
+                "client '{client_id}' has made more than {} requests this minute",
+                state.rate_limit
+            ),
+            retry_after: window + 60 - now,
+        });
+    }
+    Ok(())
+}
+
+/// The caller its bearer token names (401 without a valid one).
+fn bearer(req: &HttpRequest, state: &AppState) -> FhirResult<Principal> {
     let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
         FhirError::Unauthorized(
             "this request needs an access token (Authorization: Bearer …); get one at /auth/token"
@@ -72,9 +156,7 @@ fn check(req: &HttpRequest, state: &AppState, need: &Need) -> FhirResult<Princip
         .ok_or_else(|| {
             FhirError::Unauthorized("the Authorization header is not 'Bearer <token>'".into())
         })?;
-    let principal = token::verify_access(&state.key, token).map_err(FhirError::Unauthorized)?;
-    principal.permits(need, &form_pairs(req.query_string().as_bytes()))?;
-    Ok(principal)
+    token::verify_access(&state.key, token).map_err(FhirError::Unauthorized)
 }
 
 /// The caller, as `authenticate` found it.

@@ -51,7 +51,8 @@ async fn history(
             }
         };
         let params = form_pairs(req.query_string().as_bytes());
-        let q = fhir::history_query(scope, &params)?;
+        let caller = super::auth::principal(&req)?;
+        let q = fhir::history_query(&caller, scope, &params)?;
         let (q, page) = state
             .store
             .run(move |s| fhir::history(s, &q).map(|p| (q, p)))

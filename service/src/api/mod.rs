@@ -1,6 +1,7 @@
 //! HTTP routes and thin handlers: parse the request, call one interaction,
 //! render the result. No SQL and no FHIR rules live here.
 
+mod audit;
 pub mod auth;
 mod history;
 mod metadata;
@@ -23,6 +24,9 @@ pub struct AppState {
     pub key: crate::auth::token::ServerKey,
     /// Seconds an access token lives.
     pub token_lifetime: i64,
+    /// Requests a client may make a minute, on all replicas together
+    /// (0: no limit).
+    pub rate_limit: i64,
     /// This server's public base URL, when configured (else each request's
     /// own scheme and host): the token endpoint's URL, the assertions'
     /// `aud`, is derived from it.
@@ -46,6 +50,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/auth/token", &["POST"]),
     ("/auth/jwks", &["GET"]),
     ("/_history", &["GET"]),
+    // Before `/{type}`, which would take `$audit` as a type.
+    ("/$audit", &["GET"]),
     ("/{type}", &["GET", "POST", "PUT", "DELETE"]),
     ("/{type}/_search", &["POST"]),
     ("/{type}/_history", &["GET"]),
@@ -75,6 +81,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ("/auth/token", _) => resource.route(web::post().to(auth::token)),
                 ("/auth/jwks", _) => resource.route(web::get().to(auth::jwks)),
                 ("/_history", _) => resource.route(web::get().to(history::system)),
+                ("/$audit", _) => resource.route(web::get().to(audit::trail)),
                 ("/{type}", "GET") => resource.route(web::get().to(rest::search_get)),
                 ("/{type}", "POST") => resource.route(web::post().to(rest::create)),
                 ("/{type}", "PUT") => resource.route(web::put().to(rest::conditional_update)),
@@ -114,6 +121,10 @@ async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     .await
 }
 
+/// The request's id, for the layers below (`request_id`).
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
 /// The header that names a request end to end.
 const REQUEST_ID: &str = "x-request-id";
 
@@ -140,6 +151,7 @@ where
         .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string);
     let id = given.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    actix_web::HttpMessage::extensions_mut(&req).insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let fut = {
         let _in = span.enter();

@@ -44,6 +44,7 @@ pub async fn create(
 ) -> HttpResponse {
     let res_type = path.into_inner();
     handle(&req.clone(), |out| async move {
+        let caller = super::auth::principal(&req)?;
         fhir::check_type(&res_type)?;
         let format = negotiate::input_format(&req)?;
         let bytes = read_body(&req, payload, state.max_body_bytes).await?;
@@ -54,6 +55,7 @@ pub async fn create(
             .store
             .run(move |s| {
                 fhir::create(
+                    &caller,
                     s,
                     &t,
                     Body {
@@ -87,11 +89,11 @@ pub async fn transaction(
     payload: web::Payload,
 ) -> HttpResponse {
     handle(&req.clone(), |out| async move {
+        let caller = super::auth::principal(&req)?;
         let format = negotiate::input_format(&req)?;
         let bytes = read_body(&req, payload, state.max_body_bytes).await?;
         let base = base_url(&req);
         let max = state.max_bundle_entries;
-        let caller = super::auth::principal(&req)?;
         let result = state
             .store
             .run(move |s| {
@@ -119,11 +121,12 @@ pub async fn read(
 ) -> HttpResponse {
     let (res_type, id) = path.into_inner();
     handle(&req.clone(), |out| async move {
+        let caller = super::auth::principal(&req)?;
         fhir::check_type(&res_type)?;
         let shape = Shape::from_request(&req)?;
         let current = state
             .store
-            .run(move |s| fhir::read(s, &res_type, &id))
+            .run(move |s| fhir::read(&caller, s, &res_type, &id))
             .await?;
         let body = shape.apply(&current.body)?;
         let v = Versioned {
@@ -142,11 +145,12 @@ pub async fn vread(
 ) -> HttpResponse {
     let (res_type, id, vid) = path.into_inner();
     handle(&req.clone(), |out| async move {
+        let caller = super::auth::principal(&req)?;
         fhir::check_type(&res_type)?;
         let shape = Shape::from_request(&req)?;
         let v = state
             .store
-            .run(move |s| fhir::vread(s, &res_type, &id, &vid))
+            .run(move |s| fhir::vread(&caller, s, &res_type, &id, &vid))
             .await?;
         let body = shape.apply(v.body.as_deref().unwrap_or_default())?;
         let versioned = Versioned {
@@ -176,6 +180,7 @@ pub async fn update(
 ) -> HttpResponse {
     let (res_type, id) = path.into_inner();
     handle(&req.clone(), |out| async move {
+        let caller = super::auth::principal(&req)?;
         fhir::check_type(&res_type)?;
         let format = negotiate::input_format(&req)?;
         let if_match = negotiate::if_match(&req)?;
@@ -184,6 +189,7 @@ pub async fn update(
             .store
             .run(move |s| {
                 fhir::update(
+                    &caller,
                     s,
                     &res_type,
                     &id,
@@ -208,6 +214,7 @@ pub async fn conditional_update(
 ) -> HttpResponse {
     let res_type = path.into_inner();
     handle(&req.clone(), |out| async move {
+        let caller = super::auth::principal(&req)?;
         fhir::check_type(&res_type)?;
         let format = negotiate::input_format(&req)?;
         let if_match = negotiate::if_match(&req)?;
@@ -218,6 +225,7 @@ pub async fn conditional_update(
             .store
             .run(move |s| {
                 fhir::conditional_update(
+                    &caller,
                     s,
                     &res_type,
                     &criteria,
@@ -243,6 +251,7 @@ pub async fn patch(
 ) -> HttpResponse {
     let (res_type, id) = path.into_inner();
     handle(&req.clone(), |out| async move {
+        let caller = super::auth::principal(&req)?;
         fhir::check_type(&res_type)?;
         if !negotiate::is_json_patch(&req) {
             return Err(FhirError::UnsupportedMediaType(
@@ -254,7 +263,7 @@ pub async fn patch(
         let bytes = read_body(&req, payload, state.max_body_bytes).await?;
         let w = state
             .store
-            .run(move |s| fhir::patch(s, &res_type, &id, &bytes, if_match))
+            .run(move |s| fhir::patch(&caller, s, &res_type, &id, &bytes, if_match))
             .await?;
         written(&req, &out, &w)
     })
@@ -268,11 +277,12 @@ pub async fn delete(
 ) -> HttpResponse {
     let (res_type, id) = path.into_inner();
     handle(&req.clone(), |_out| async move {
+        let caller = super::auth::principal(&req)?;
         fhir::check_type(&res_type)?;
         let if_match = negotiate::if_match(&req)?;
         let w = state
             .store
-            .run(move |s| fhir::delete(s, &res_type, &id, if_match))
+            .run(move |s| fhir::delete(&caller, s, &res_type, &id, if_match))
             .await?;
         Ok(deleted(Some(&w)))
     })
@@ -286,12 +296,13 @@ pub async fn conditional_delete(
 ) -> HttpResponse {
     let res_type = path.into_inner();
     handle(&req.clone(), |_out| async move {
+        let caller = super::auth::principal(&req)?;
         fhir::check_type(&res_type)?;
         let criteria = form_pairs(req.query_string().as_bytes());
         let base = base_url(&req);
         let w = state
             .store
-            .run(move |s| fhir::conditional_delete(s, &res_type, &criteria, &base))
+            .run(move |s| fhir::conditional_delete(&caller, s, &res_type, &criteria, &base))
             .await?;
         Ok(deleted(w.as_ref()))
     })
@@ -355,8 +366,8 @@ async fn search(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     handle(&req.clone(), |out| async move {
-        fhir::check_type(&res_type)?;
         let caller = super::auth::principal(&req)?;
+        fhir::check_type(&res_type)?;
         let t = res_type.clone();
         let strict = negotiate::handling_strict(&req);
         let base = base_url(&req);

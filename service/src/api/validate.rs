@@ -51,7 +51,11 @@ async fn run(
                 ));
             };
             let t = res_type.clone();
-            let current = state.store.run(move |s| fhir::read(s, &t, &id)).await?;
+            let caller = super::auth::principal(&req)?;
+            let current = state
+                .store
+                .run(move |s| fhir::read(&caller, s, &t, &id))
+                .await?;
             serde_json::from_str(&current.body)
                 .map_err(|e| FhirError::Internal(format!("stored JSON unreadable: {e}")))?
         } else {

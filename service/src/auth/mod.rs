@@ -3,6 +3,7 @@
 //! against them (`Principal::permits`), used by the HTTP layer for every
 //! request and by Bundle processing for every entry.
 
+pub mod access;
 pub mod scopes;
 pub mod token;
 
@@ -61,15 +62,6 @@ pub fn registration(
         .filter(|i| crate::fhir::resource::check_id(i).is_ok())
         .ok_or_else(|| format!("organization '{organization}' is not Organization/ID"))?;
     let role = Role::parse(role)?;
-    // Organisation-scoped access (what a GP, VCS or PCN client may see of
-    // other organisations' data) is not enforced yet; until it is, such a
-    // client would see every resource its scopes name, so none is admitted.
-    if role != Role::Admin {
-        return Err(format!(
-            "role '{}' cannot be registered yet: organisation-scoped access is not enforced in this version; register an admin client",
-            role.as_str()
-        ));
-    }
     let scopes = Scopes::parse(scope)?;
     if scopes.is_empty() {
         return Err("a client needs at least one scope".into());
@@ -94,6 +86,9 @@ pub struct Principal {
     pub organization: String,
     pub role: Role,
     pub scopes: Scopes,
+    /// The request being served, for its audit record (none for the hub's
+    /// own work).
+    pub request: Option<std::sync::Arc<crate::audit::Request>>,
 }
 
 /// What a request needs before it may run.
@@ -107,6 +102,8 @@ pub enum Need {
     Type(String, Perms),
     /// A permission on every type (system-wide history).
     AllTypes(Perms),
+    /// An admin client (the audit trail).
+    Admin,
 }
 
 /// Paths served without a token.
@@ -130,6 +127,7 @@ pub fn need(method: &str, path: &str) -> Need {
     match (method, segments.as_slice()) {
         (_, [""]) => Need::Token,
         ("GET", ["_history"]) => Need::AllTypes(Perms::SEARCH),
+        ("GET", ["$audit"]) => Need::Admin,
         ("GET" | "HEAD", [t]) => ty(t, Perms::SEARCH),
         ("POST", [t]) => ty(t, Perms::CREATE),
         ("PUT", [t]) => ty(t, Perms::UPDATE),
@@ -158,6 +156,12 @@ impl Principal {
     pub fn permits(&self, need: &Need, query: &[(String, String)]) -> FhirResult<()> {
         let (res_type, perm) = match need {
             Need::Open | Need::Token => return Ok(()),
+            Need::Admin if self.role == Role::Admin => return Ok(()),
+            Need::Admin => {
+                return Err(FhirError::Forbidden(
+                    "this request is for admin clients".into(),
+                ))
+            }
             Need::AllTypes(p) => {
                 return if self.scopes.allows_all_types(*p) {
                     Ok(())
@@ -219,6 +223,7 @@ impl Principal {
             organization: String::new(),
             role: Role::Admin,
             scopes: Scopes::parse("system/*.*").expect("a valid scope"),
+            request: None,
         }
     }
 
@@ -239,6 +244,7 @@ mod tests {
             organization: "Organization/o".into(),
             role: Role::Vcs,
             scopes: Scopes::parse(scopes).unwrap(),
+            request: None,
         }
     }
 

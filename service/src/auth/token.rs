@@ -359,6 +359,7 @@ pub fn verify_access(key: &ServerKey, token: &str) -> Result<Principal, String> 
         role: Role::parse(&claims.role).map_err(|e| format!("the access token {e}"))?,
         scopes: Scopes::parse(&claims.scope)
             .map_err(|e| format!("the access token has a bad {e}"))?,
+        request: None,
     })
 }
 

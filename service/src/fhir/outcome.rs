@@ -96,6 +96,10 @@ pub enum FhirError {
     },
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 429: the client's request rate is used up until `retry_after`
+    /// seconds from now.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: i64 },
     #[error("{message}")]
     Unprocessable {
         message: String,
@@ -172,6 +176,7 @@ impl FhirError {
             FhirError::Gone(_) => 410,
             FhirError::PreconditionFailed(_) => 412,
             FhirError::PayloadTooLarge(_) => 413,
+            FhirError::TooManyRequests { .. } => 429,
             FhirError::UnsupportedMediaType(_) => 415,
             FhirError::Unprocessable { .. } | FhirError::Invalidated(_) => 422,
             FhirError::Internal(_) => 500,
@@ -194,6 +199,7 @@ impl FhirError {
             FhirError::PreconditionFailed(_) | FhirError::Conflict(_) => IssueType::Conflict,
             FhirError::StateConflict { .. } => IssueType::BusinessRule,
             FhirError::PayloadTooLarge(_) => IssueType::TooCostly,
+            FhirError::TooManyRequests { .. } => IssueType::Throttled,
             FhirError::RequestTimeout(_) => IssueType::Timeout,
             FhirError::Unprocessable { .. } | FhirError::Invalidated(_) => IssueType::Processing,
             FhirError::Internal(_) | FhirError::Unavailable(_) => IssueType::Exception,

@@ -78,7 +78,7 @@ pub fn bundle(
                 .map(|(i, e)| parse_entry(caller, i, e, base).map_err(|err| err.at_entry(i)))
                 .collect::<FhirResult<Vec<_>>>()?;
             let responses =
-                super::transaction(store, |tx| transaction(tx, caller, &entries, base))?;
+                super::transaction(store, caller, |tx| transaction(tx, caller, &entries, base))?;
             Ok(BundleResult(response_bundle(
                 "transaction-response",
                 responses,
@@ -91,7 +91,7 @@ pub fn bundle(
                 .map(|(i, e)| {
                     parse_entry(caller, i, e, base)
                         .and_then(|entry| {
-                            super::transaction(store, |tx| {
+                            super::transaction(store, caller, |tx| {
                                 run(tx, caller, &entry, &HashMap::new(), base)
                             })
                         })
@@ -459,7 +459,7 @@ fn run_prepared(tx: &mut Tx, caller: &Principal, p: &Prepared, base: &str) -> Fh
             write::conditional_delete(tx, t, &c).map(|w| deleted(w.as_ref()))
         }
         (Method::Get, Target::Instance(t, id)) => {
-            let current = tx.read(t, id)?;
+            let current = tx.read_as(t, id)?;
             live(current.as_ref(), t, id).map(|c| written(c, "200 OK", true))
         }
         (Method::Get, Target::Query(t, q)) => search(tx, caller, base, t, q),
@@ -477,7 +477,8 @@ fn search(
     res_type: &str,
     params: &[(String, String)],
 ) -> FhirResult<OutEntry> {
-    let q = SearchQuery::parse(res_type, params, false)?.local_to(base);
+    let mut q = SearchQuery::parse(res_type, params, false)?.local_to(base);
+    q.access = tx.access().clone();
     let mut page = tx.search(res_type, &q)?;
     page.included.retain(|c| caller.may_read_type(&c.res_type));
     Ok(OutEntry {

@@ -11,6 +11,7 @@ pub use bundle::{bundle, BundleResult};
 
 use serde_json::Value;
 
+use crate::auth::access::Access;
 use crate::auth::Principal;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource::{self, Format};
@@ -91,6 +92,7 @@ impl Criteria {
 
 /// create, or conditional create when `if_none_exist` holds criteria.
 pub fn create(
+    caller: &Principal,
     store: &Store,
     res_type: &str,
     body: Body,
@@ -101,13 +103,14 @@ pub fn create(
     let criteria = if_none_exist
         .map(|c| Criteria::parse(res_type, c, "If-None-Exist", base))
         .transpose()?;
-    transaction(store, |tx| {
+    transaction(store, caller, |tx| {
         write::create(tx, res_type, &resource, criteria.as_ref(), None)
     })
 }
 
 /// update (and update-as-create with a client-chosen id).
 pub fn update(
+    caller: &Principal,
     store: &Store,
     res_type: &str,
     id: &str,
@@ -117,13 +120,14 @@ pub fn update(
     resource::check_id(id)?;
     let resource = body.parse(res_type)?;
     write::check_body_id(&resource, res_type, id)?;
-    transaction(store, |tx| {
+    transaction(store, caller, |tx| {
         write::update(tx, res_type, id, &resource, if_match)
     })
 }
 
 /// conditional update: PUT /Type?criteria.
 pub fn conditional_update(
+    caller: &Principal,
     store: &Store,
     res_type: &str,
     criteria: &[(String, String)],
@@ -133,13 +137,14 @@ pub fn conditional_update(
 ) -> FhirResult<WriteOutcome> {
     let resource = body.parse(res_type)?;
     let c = Criteria::parse(res_type, criteria, "conditional update", base)?;
-    transaction(store, |tx| {
+    transaction(store, caller, |tx| {
         write::conditional_update(tx, res_type, &c, &resource, if_match)
     })
 }
 
 /// JSON Patch (RFC 6902) applied to the current version.
 pub fn patch(
+    caller: &Principal,
     store: &Store,
     res_type: &str,
     id: &str,
@@ -148,39 +153,81 @@ pub fn patch(
 ) -> FhirResult<WriteOutcome> {
     resource::check_id(id)?;
     let patch = write::parse_patch(patch_doc)?;
-    transaction(store, |tx| write::patch(tx, res_type, id, &patch, if_match))
+    transaction(store, caller, |tx| {
+        write::patch(tx, res_type, id, &patch, if_match)
+    })
 }
 
 /// delete. Deleting what is already deleted changes nothing and succeeds.
 pub fn delete(
+    caller: &Principal,
     store: &Store,
     res_type: &str,
     id: &str,
     if_match: Option<i32>,
 ) -> FhirResult<WriteOutcome> {
     resource::check_id(id)?;
-    transaction(store, |tx| write::delete(tx, res_type, id, if_match))
+    transaction(store, caller, |tx| {
+        write::delete(tx, res_type, id, if_match)
+    })
 }
 
 /// conditional delete: 0 matches is success, more than one is refused.
 pub fn conditional_delete(
+    caller: &Principal,
     store: &Store,
     res_type: &str,
     criteria: &[(String, String)],
     base: &str,
 ) -> FhirResult<Option<WriteOutcome>> {
     let c = Criteria::parse(res_type, criteria, "conditional delete", base)?;
-    transaction(store, |tx| write::conditional_delete(tx, res_type, &c))
+    transaction(store, caller, |tx| {
+        write::conditional_delete(tx, res_type, &c)
+    })
 }
 
 /// One store transaction running `f`; before it commits, every SP referral
 /// it created gets a Task if none carries it out yet.
-pub(crate) fn transaction<T>(store: &Store, f: impl Fn(&mut Tx) -> FhirResult<T>) -> FhirResult<T> {
-    store.transaction(|tx| {
+/// It runs in the caller's view: every resource it leaves written must be
+/// one the caller can see (a GP's referral names its own practice, a VCS
+/// keeps a Task it works inside its own organisation), else nothing is.
+pub(crate) fn transaction<T>(
+    store: &Store,
+    caller: &Principal,
+    f: impl Fn(&mut Tx) -> FhirResult<T>,
+) -> FhirResult<T> {
+    let out = store.transaction_as(&Access::of(caller), |tx| {
         let out = f(tx)?;
         write::add_referral_tasks(tx)?;
+        if let Some((t, id)) = tx.written_out_of_view()?.into_iter().next() {
+            return Err(FhirError::Forbidden(format!(
+                "{t}/{id} would be outside the records of {}: a write must stay within what the client's organisation can see",
+                caller.organization
+            )));
+        }
+        // The audit record commits with the write, or neither does.
+        if let Some(request) = &caller.request {
+            let written: Vec<String> = tx
+                .written()
+                .iter()
+                .map(|(t, id, v)| format!("{t}/{id}/_history/{v}"))
+                .collect();
+            tx.audit(&crate::audit::Record::new(
+                &caller.client_id,
+                &caller.organization,
+                request,
+                written.join(" "),
+                0,
+            ))?;
+        }
         Ok(out)
-    })
+    })?;
+    if let Some(request) = &caller.request {
+        request
+            .recorded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    Ok(out)
 }
 
 pub(crate) fn not_found(res_type: &str, id: &str) -> FhirError {
@@ -202,14 +249,25 @@ pub(crate) fn live<'a>(
     }
 }
 
-pub fn read(store: &Store, res_type: &str, id: &str) -> FhirResult<Current> {
+pub fn read(caller: &Principal, store: &Store, res_type: &str, id: &str) -> FhirResult<Current> {
     resource::check_id(id)?;
-    let current = store.read(res_type, id)?;
+    let current = store.read_as(&Access::of(caller), res_type, id)?;
     live(current.as_ref(), res_type, id).cloned()
 }
 
-pub fn vread(store: &Store, res_type: &str, id: &str, vid: &str) -> FhirResult<Version> {
+/// Versions of a resource the caller cannot see now are not shown either.
+pub fn vread(
+    caller: &Principal,
+    store: &Store,
+    res_type: &str,
+    id: &str,
+    vid: &str,
+) -> FhirResult<Version> {
     resource::check_id(id)?;
+    let access = Access::of(caller);
+    if access.org().is_some() && store.read_as(&access, res_type, id)?.is_none() {
+        return Err(not_found(res_type, id));
+    }
     let version: i32 =
         vid.parse().ok().filter(|v| *v > 0).ok_or_else(|| {
             FhirError::NotFound(format!("{res_type}/{id} has no version '{vid}'"))
@@ -221,7 +279,10 @@ pub fn vread(store: &Store, res_type: &str, id: &str, vid: &str) -> FhirResult<V
         Some(v) if v.body.is_none() => Err(FhirError::Gone(format!(
             "version {version} of {res_type}/{id} is its deletion"
         ))),
-        Some(v) => Ok(v),
+        Some(mut v) => {
+            v.body = v.body.map(|b| access.redact(res_type, b));
+            Ok(v)
+        }
     }
 }
 
@@ -237,7 +298,8 @@ pub fn search(
     base: &str,
 ) -> FhirResult<(SearchQuery, Page<Current>)> {
     caller.may_search(res_type, params)?;
-    let q = SearchQuery::parse(res_type, params, strict)?.local_to(base);
+    let mut q = SearchQuery::parse(res_type, params, strict)?.local_to(base);
+    q.access = Access::of(caller);
     let mut page = store.search(res_type, &q)?;
     // Included resources of a type the token may not read are left out.
     page.included.retain(|c| caller.may_read_type(&c.res_type));
@@ -246,8 +308,13 @@ pub fn search(
 
 pub fn history(store: &Store, q: &HistoryQuery) -> FhirResult<Page<Version>> {
     if let HistoryScope::Instance(res_type, id) = &q.scope {
-        // A deleted resource still has a history; one never written has none.
-        if store.read(res_type, id)?.is_none() {
+        // A deleted resource still has a history; one never written has none
+        // (nor, for an organisation, one outside its view).
+        let known = match q.access.org() {
+            None => store.read(res_type, id)?.is_some(),
+            Some(_) => store.read_as(&q.access, res_type, id)?.is_some(),
+        };
+        if !known {
             return Err(not_found(res_type, id));
         }
     }
@@ -255,8 +322,13 @@ pub fn history(store: &Store, q: &HistoryQuery) -> FhirResult<Page<Version>> {
 }
 
 /// Parses `_since`, `_at`, `_count` and the paging cursor of a history request.
-pub fn history_query(scope: HistoryScope, params: &[(String, String)]) -> FhirResult<HistoryQuery> {
+pub fn history_query(
+    caller: &Principal,
+    scope: HistoryScope,
+    params: &[(String, String)],
+) -> FhirResult<HistoryQuery> {
     let mut q = HistoryQuery {
+        access: Access::of(caller),
         scope,
         since: None,
         at: None,

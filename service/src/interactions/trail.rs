@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use super::live;
+use crate::auth::access::Access;
 use crate::auth::Principal;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource;
@@ -46,13 +47,21 @@ pub struct Step {
 /// Members of a type the caller's token may not read are left out.
 pub fn trail(caller: &Principal, store: &Store, id: &str, base: &str) -> FhirResult<Vec<Step>> {
     resource::check_id(id)?;
-    let referral = store.read("ServiceRequest", id)?;
+    let access = Access::of(caller);
+    let referral = store.read_as(&access, "ServiceRequest", id)?;
     live(referral.as_ref(), "ServiceRequest", id)?;
     let me = format!("ServiceRequest/{id}");
 
     let mut members: BTreeSet<(String, String)> = BTreeSet::new();
     members.insert(("ServiceRequest".into(), id.into()));
-    let mut frontier = search_ids(store, "Task", "focus", std::slice::from_ref(&me), base)?;
+    let mut frontier = search_ids(
+        store,
+        &access,
+        "Task",
+        "focus",
+        std::slice::from_ref(&me),
+        base,
+    )?;
     for depth in 0..=MAX_DEPTH {
         let fresh: Vec<String> = frontier
             .into_iter()
@@ -63,16 +72,23 @@ pub fn trail(caller: &Principal, store: &Store, id: &str, base: &str) -> FhirRes
             break;
         }
         let refs: Vec<String> = fresh.iter().map(|t| format!("Task/{t}")).collect();
-        frontier = search_ids(store, "Task", "part-of", &refs, base)?;
+        frontier = search_ids(store, &access, "Task", "part-of", &refs, base)?;
     }
     for t in BASED_ON {
-        for rid in search_ids(store, t, "based-on", std::slice::from_ref(&me), base)? {
+        for rid in search_ids(
+            store,
+            &access,
+            t,
+            "based-on",
+            std::slice::from_ref(&me),
+            base,
+        )? {
             members.insert((t.to_string(), rid));
         }
         check_size(members.len())?;
     }
     let targets: Vec<String> = members.iter().map(|(t, i)| format!("{t}/{i}")).collect();
-    for rid in search_ids(store, "Provenance", "target", &targets, base)? {
+    for rid in search_ids(store, &access, "Provenance", "target", &targets, base)? {
         members.insert(("Provenance".into(), rid));
     }
     check_size(members.len())?;
@@ -87,6 +103,7 @@ pub fn trail(caller: &Principal, store: &Store, id: &str, base: &str) -> FhirRes
             count: (MAX_ENTRIES + 1 - versions.len().min(MAX_ENTRIES)) as i64,
             before_seq: None,
             after_tick: None,
+            access: access.clone(),
         })?;
         // A deletion has no resource to show, and a collection entry needs one.
         versions.extend(page.items.into_iter().filter(|v| v.body.is_some()));
@@ -150,6 +167,7 @@ fn check_size(n: usize) -> FhirResult<()> {
 /// names any of `refs`, every page of them.
 fn search_ids(
     store: &Store,
+    access: &Access,
     res_type: &str,
     param: &str,
     refs: &[String],
@@ -163,6 +181,7 @@ fn search_ids(
             ("_total".to_string(), "none".to_string()),
         ];
         let mut q = SearchQuery::parse(res_type, &params, true)?.local_to(base);
+        q.access = access.clone();
         loop {
             let page = store.search(res_type, &q)?;
             ids.extend(page.items.iter().map(|c| c.res_id.clone()));

@@ -7,10 +7,54 @@ use std::cell::RefCell;
 use serde_json::Value;
 
 use super::{live, not_found, Created, Criteria};
+use crate::auth::access;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource::{self, Format};
 use crate::store::{Current, Decision, Tx, WriteOutcome};
 use crate::workflow;
+
+/// A write the caller asked for: `step`, within the caller's view. What the
+/// caller cannot see it cannot change (404, as for a resource that does
+/// not exist), the role's property rules apply (`auth::access::check_write`),
+/// and a new resource remembers the organisation that created it. That
+/// every resource written ends inside the caller's view is checked once
+/// the transaction's work is done (`super::transaction`).
+pub(super) fn put(
+    tx: &mut Tx,
+    res_type: &str,
+    id: &str,
+    method: &'static str,
+    next: &dyn Fn(Option<&Current>) -> FhirResult<Value>,
+) -> FhirResult<WriteOutcome> {
+    let Some(o) = tx.access().org().cloned() else {
+        return step(tx, res_type, id, method, next);
+    };
+    check_in_view(tx, res_type, id)?;
+    let outcome = step(tx, res_type, id, method, &|current| {
+        let resource = next(current)?;
+        let before = current
+            .filter(|c| !c.deleted)
+            .and_then(|c| serde_json::from_str::<Value>(&c.body).ok());
+        access::check_write(o.role, res_type, before.as_ref(), Some(&resource))
+            .map_err(FhirError::Forbidden)?;
+        Ok(resource)
+    })?;
+    if outcome.created {
+        tx.record_creator(res_type, id, &o.org)?;
+    }
+    Ok(outcome)
+}
+
+/// A live resource outside the caller's view answers as if absent.
+fn check_in_view(tx: &mut Tx, res_type: &str, id: &str) -> FhirResult<()> {
+    if tx.access().org().is_some()
+        && tx.read(res_type, id)?.is_some_and(|c| !c.deleted)
+        && tx.read_as(res_type, id)?.is_none()
+    {
+        return Err(not_found(res_type, id));
+    }
+    Ok(())
+}
 
 /// Writes the version `next` makes from the current row. The workflow
 /// rules see the current and the new version before anything is written
@@ -18,12 +62,12 @@ use crate::workflow;
 /// (`workflow::after`, e.g. a parent with active sub-tasks) or make other
 /// resources follow, written here in the same transaction, through this
 /// same path. Any error rolls the whole transaction back.
-pub(super) fn put(
+fn step(
     tx: &mut Tx,
     res_type: &str,
     id: &str,
     method: &'static str,
-    // `dyn`: `put` calls itself for what follows, with a closure of its own.
+    // `dyn`: `step` calls itself for what follows, with a closure of its own.
     next: &dyn Fn(Option<&Current>) -> FhirResult<Value>,
 ) -> FhirResult<WriteOutcome> {
     let transition = RefCell::new(None);
@@ -34,7 +78,7 @@ pub(super) fn put(
     })?;
     if let Some(t) = transition.into_inner() {
         for f in workflow::after(tx, &t)? {
-            put(tx, f.res_type, &f.id, "PUT", &|current| {
+            step(tx, f.res_type, &f.id, "PUT", &|current| {
                 workflow::with_status(live(current, f.res_type, &f.id)?, f.status)
             })?;
         }
@@ -47,7 +91,7 @@ pub(super) fn put(
 pub(super) fn add_referral_tasks(tx: &mut Tx) -> FhirResult<()> {
     for task in workflow::tasks_for_new_referrals(tx)? {
         let id = uuid::Uuid::new_v4().to_string();
-        put(tx, "Task", &id, "POST", &|_| Ok(task.clone()))?;
+        step(tx, "Task", &id, "POST", &|_| Ok(task.clone()))?;
     }
     Ok(())
 }
@@ -84,9 +128,12 @@ pub fn check_body_id(resource: &Value, res_type: &str, id: &str) -> FhirResult<(
 
 /// Ids of the resources matching a conditional interaction's criteria,
 /// holding the criteria's lock for the rest of the transaction.
+/// Only resources in the caller's view match.
 pub(super) fn matches(tx: &mut Tx, res_type: &str, c: &Criteria) -> FhirResult<Vec<String>> {
     tx.lock(&c.lock_key)?;
-    tx.matching_ids(res_type, &c.query, 2)
+    let mut q = c.query.clone();
+    q.access = tx.access().clone();
+    tx.matching_ids(res_type, &q, 2)
 }
 
 /// create; `id` is the id to use (a transaction assigns ids up front so
@@ -104,7 +151,7 @@ pub fn create(
             [] => {}
             [one] => {
                 return tx
-                    .read(res_type, one)?
+                    .read_as(res_type, one)?
                     .map(Created::Existing)
                     .ok_or_else(|| FhirError::Internal("a matched resource vanished".into()))
             }
@@ -231,11 +278,16 @@ pub fn delete(
     id: &str,
     if_match: Option<i32>,
 ) -> FhirResult<WriteOutcome> {
+    check_in_view(tx, res_type, id)?;
+    let role = tx.access().org().map(|o| o.role);
     tx.write(res_type, id, |current| match current {
         None => Err(not_found(res_type, id)),
         Some(cur) if cur.deleted && if_match.is_none() => Ok(Decision::Unchanged),
         Some(cur) => {
             check_version(Some(cur), if_match)?;
+            if let Some(role) = role {
+                access::check_write(role, res_type, None, None).map_err(FhirError::Forbidden)?;
+            }
             Ok(Decision::Delete)
         }
     })

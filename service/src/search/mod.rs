@@ -197,6 +197,8 @@ pub struct SearchQuery {
     pub elements: Option<Vec<String>>,
     /// The parameters that were applied, in the order given, for self links.
     pub applied: Vec<(String, String)>,
+    /// Whose view the search takes (`auth::access`); everything by default.
+    pub access: crate::auth::access::Access,
 }
 
 /// Result-shaping parameters valid on read as well as search.

@@ -107,3 +107,57 @@ impl Store {
         }
     }
 }
+
+#[derive(diesel::QueryableByName)]
+struct Counted {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
+}
+
+impl Store {
+    /// Counts one request of `client_id` in the window starting at
+    /// `window_start` (Unix seconds) and returns the window's count so far.
+    /// A client's first request of a window also drops windows that ended
+    /// long ago.
+    pub fn count_request(&self, client_id: &str, window_start: i64) -> Result<i64, String> {
+        use diesel::sql_types::{BigInt, Text};
+        let mut conn = self.writer().map_err(|e| e.to_string())?;
+        let sql = |numbered: bool| {
+            let p = |n: usize| {
+                if numbered {
+                    format!("${n}")
+                } else {
+                    "?".into()
+                }
+            };
+            format!(
+                "INSERT INTO rate_counts (client_id, window_start, count) VALUES ({}, {}, 1) \
+                 ON CONFLICT (client_id, window_start) DO UPDATE SET count = rate_counts.count + 1 \
+                 RETURNING count",
+                p(1),
+                p(2)
+            )
+        };
+        let counted: Vec<Counted> = match &mut *conn {
+            super::pool::AnyConnection::Postgresql(c) => diesel::sql_query(sql(true))
+                .bind::<Text, _>(client_id)
+                .bind::<BigInt, _>(window_start)
+                .load(c),
+            super::pool::AnyConnection::Sqlite(c) => diesel::sql_query(sql(false))
+                .bind::<Text, _>(client_id)
+                .bind::<BigInt, _>(window_start)
+                .load(c),
+        }
+        .map_err(|e| e.to_string())?;
+        let count = counted.first().map_or(1, |c| c.count);
+        if count == 1 {
+            use super::schema::rate_counts;
+            diesel::delete(
+                rate_counts::table.filter(rate_counts::window_start.lt(window_start - 600)),
+            )
+            .execute(&mut conn)
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(count)
+    }
+}

@@ -4,6 +4,8 @@
 //! never sees HTTP. A write is one database transaction: current row,
 //! history row and search-index rows commit together or not at all.
 
+mod access_sql;
+mod audit;
 mod clients;
 mod pool;
 mod query;
@@ -35,7 +37,7 @@ pub struct Current {
 }
 
 /// One historical version; `body` is `None` for a delete.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = schema::resource_versions)]
 pub struct Version {
     pub seq: i64,

@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use super::pool::{db_error, AnyConnection, Store};
 use super::schema::{resource_versions, resources};
 use super::{Current, Version};
+use crate::auth::access::Access;
 use crate::fhir::outcome::FhirResult;
 use crate::search::SearchQuery;
 
@@ -41,12 +42,27 @@ pub struct HistoryQuery {
     pub before_seq: Option<i64>,
     /// Change feed: versions committed after this tick, oldest first.
     pub after_tick: Option<i64>,
+    /// Whose view: versions of resources outside it are left out.
+    pub access: crate::auth::access::Access,
 }
 
 impl Store {
+    /// The current version, whoever asks (the hub's own rules).
     pub fn read(&self, res_type: &str, res_id: &str) -> FhirResult<Option<Current>> {
         let mut c = self.reader()?;
         read_in(&mut c, res_type, res_id)
+    }
+
+    /// The current version as `access` may see it: `None` when it is
+    /// outside that view, as when it does not exist.
+    pub fn read_as(
+        &self,
+        access: &Access,
+        res_type: &str,
+        res_id: &str,
+    ) -> FhirResult<Option<Current>> {
+        let mut c = self.reader()?;
+        read_as_in(&mut c, access, res_type, res_id)
     }
 
     pub fn vread(&self, res_type: &str, res_id: &str, version: i32) -> FhirResult<Option<Version>> {
@@ -69,6 +85,9 @@ impl Store {
 
     pub fn history(&self, q: &HistoryQuery) -> FhirResult<Page<Version>> {
         let mut c = self.reader()?;
+        if let Some(o) = q.access.org() {
+            return super::access_sql::history(&mut c, q, o);
+        }
         let total = history_filtered(q)
             .count()
             .get_result::<i64>(&mut c)
@@ -105,6 +124,24 @@ pub(super) fn search_in(
     q: &SearchQuery,
 ) -> FhirResult<Page<Current>> {
     super::search_sql::search(c, res_type, q)
+}
+
+pub(super) fn read_as_in(
+    c: &mut AnyConnection,
+    access: &Access,
+    res_type: &str,
+    res_id: &str,
+) -> FhirResult<Option<Current>> {
+    let Some(mut current) = read_in(c, res_type, res_id)? else {
+        return Ok(None);
+    };
+    if let Some(o) = access.org() {
+        if super::access_sql::visible_ids(c, o, res_type, &[res_id])?.is_empty() {
+            return Ok(None);
+        }
+        current.body = access.redact(res_type, current.body);
+    }
+    Ok(Some(current))
 }
 
 pub(super) fn read_in(

@@ -131,3 +131,44 @@ diesel::table! {
         expires -> BigInt,
     }
 }
+
+diesel::table! {
+    resource_creators (res_type, res_id) {
+        res_type -> Text,
+        res_id -> Text,
+        organization -> Text,
+    }
+}
+
+diesel::table! {
+    audit_log (seq) {
+        seq -> BigInt,
+        recorded -> Text,
+        request_id -> Text,
+        client_id -> Text,
+        organization -> Text,
+        method -> Text,
+        path -> Text,
+        query -> Text,
+        written -> Text,
+        status -> Integer,
+        prev_hash -> Text,
+        hash -> Text,
+    }
+}
+
+diesel::table! {
+    audit_head (id) {
+        id -> Integer,
+        seq -> BigInt,
+        hash -> Text,
+    }
+}
+
+diesel::table! {
+    rate_counts (client_id, window_start) {
+        client_id -> Text,
+        window_start -> BigInt,
+        count -> BigInt,
+    }
+}

@@ -10,6 +10,7 @@ use diesel::sql_types::{BigInt, Text};
 use super::pool::{db_error, AnyConnection};
 use super::sql::{load, Bind, Sql};
 use super::{Current, Page};
+use crate::auth::access::Access;
 use crate::fhir::outcome::FhirResult;
 use std::collections::HashSet;
 
@@ -79,13 +80,17 @@ pub(super) fn search(
     let more = items.len() as i64 > q.count;
     items.truncate(q.count as usize);
     let included = includes(c, &items, &q.includes)?;
-    Ok(Page {
-        items,
-        total,
-        more,
-        included,
-        last_sort: None,
-    })
+    in_view(
+        c,
+        &q.access,
+        Page {
+            items,
+            total,
+            more,
+            included,
+            last_sort: None,
+        },
+    )
 }
 
 #[derive(QueryableByName)]
@@ -178,13 +183,17 @@ fn sorted(
     });
     let items: Vec<Current> = rows.into_iter().map(|r| r.current).collect();
     let included = includes(c, &items, &q.includes)?;
-    Ok(Page {
-        items,
-        total,
-        more,
-        included,
-        last_sort,
-    })
+    in_view(
+        c,
+        &q.access,
+        Page {
+            items,
+            total,
+            more,
+            included,
+            last_sort,
+        },
+    )
 }
 
 /// The text a resource sorts by for one key.
@@ -324,6 +333,39 @@ fn follow(c: &mut AnyConnection, from: &[Current], spec: &Include) -> FhirResult
     load!(c, sql, Current)
 }
 
+/// A page as the caller may see it: the matches are in its view already
+/// (the WHERE clause says so); included resources are kept only when they
+/// are too, and bodies are shaped for the caller (`Access::redact`).
+fn in_view(
+    c: &mut AnyConnection,
+    access: &Access,
+    mut page: Page<Current>,
+) -> FhirResult<Page<Current>> {
+    let Some(o) = access.org() else {
+        return Ok(page);
+    };
+    let mut by_type: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for r in &page.included {
+        by_type
+            .entry(r.res_type.clone())
+            .or_default()
+            .push(r.res_id.clone());
+    }
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    for (t, ids) in by_type {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        for id in super::access_sql::visible_ids(c, o, &t, &ids)? {
+            seen.insert((t.clone(), id));
+        }
+    }
+    page.included
+        .retain(|r| seen.contains(&(r.res_type.clone(), r.res_id.clone())));
+    for r in page.items.iter_mut().chain(page.included.iter_mut()) {
+        r.body = access.redact(&r.res_type, std::mem::take(&mut r.body));
+    }
+    Ok(page)
+}
+
 /// Ids of matching resources, at most `limit`.
 pub(super) fn matching_ids(
     c: &mut AnyConnection,
@@ -411,6 +453,14 @@ fn lead(c: &mut AnyConnection, q: &SearchQuery) -> FhirResult<Lead> {
 /// lookup the resource row is not read at all (only live resources have
 /// index entries); the (type, id) key is an index-only read.
 fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery, lead: Lead, counting: bool) {
+    sql.access = q.access.org().cloned();
+    clauses(sql, res_type, q, lead, counting);
+    if let Some(o) = sql.access.clone() {
+        sql.push(" AND ").visible(&o, res_type, "r0.res_id");
+    }
+}
+
+fn clauses(sql: &mut Sql, res_type: &str, q: &SearchQuery, lead: Lead, counting: bool) {
     let Lead::Clause(lead) = lead else {
         sql.push("r0.res_type = ")
             .text(res_type)
@@ -571,7 +621,12 @@ fn condition(
                 .text(other)
                 .push(&format!(" AND NOT {next}.deleted AND "));
             condition(sql, inner, other, &next, Role::Drive, &[]);
-            sql.push("))");
+            sql.push(")");
+            // No inferring what the caller may not see through `_has`.
+            if let Some(o) = sql.access.clone() {
+                sql.push(" AND ").visible(&o, other, &format!("{x}.res_id"));
+            }
+            sql.push(")");
             // Here the candidate is the entry's target, not the entry: the
             // other clauses check the resource row.
             probe_each(sql, res_type, row, probes);
@@ -669,7 +724,13 @@ fn chain_targets(sql: &mut Sql, x: &str, param: &str, branches: &[(String, Claus
             .push(&format!(" AND NOT {next}.deleted AND "));
             condition(sql, inner, target_type, &next, Role::Drive, &[]);
         }
-        sql.push("))");
+        sql.push(")");
+        // Nor through a chain.
+        if let Some(o) = sql.access.clone() {
+            sql.push(" AND ")
+                .visible(&o, target_type, &format!("{x}.target_id"));
+        }
+        sql.push(")");
     }
     sql.push(")");
 }

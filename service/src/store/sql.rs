@@ -18,6 +18,9 @@ pub(super) struct Sql {
     pub(super) numbered: bool,
     /// Table aliases handed out so far (`alias`).
     aliases: usize,
+    /// Whose view a search statement takes: every resource it reaches
+    /// through a chain or `_has` must be in it too.
+    pub(super) access: Option<crate::auth::access::OrgAccess>,
 }
 
 impl Sql {
@@ -27,6 +30,7 @@ impl Sql {
             binds: vec![],
             numbered: matches!(conn, AnyConnection::Postgresql(_)),
             aliases: 0,
+            access: None,
         }
     }
 

@@ -65,6 +65,8 @@ const ATTEMPTS: usize = 5;
 /// atomically (conditional create, update and delete).
 pub struct Tx<'c> {
     c: &'c mut AnyConnection,
+    /// Whose transaction it is (`Store::transaction_as`).
+    access: crate::auth::access::Access,
     lost: bool,
     /// (type, id, version) of every version written, in order.
     written: Vec<(String, String, i32)>,
@@ -89,8 +91,63 @@ impl Tx<'_> {
         super::query::search_in(self.c, res_type, q)
     }
 
+    /// The current version, whoever the transaction is for (the hub's own
+    /// rules read this way).
     pub fn read(&mut self, res_type: &str, res_id: &str) -> FhirResult<Option<Current>> {
         super::query::read_in(self.c, res_type, res_id)
+    }
+
+    pub(super) fn conn(&mut self) -> &mut AnyConnection {
+        self.c
+    }
+
+    /// Whose transaction this is.
+    pub fn access(&self) -> &crate::auth::access::Access {
+        &self.access
+    }
+
+    /// The current version as the transaction's caller may see it.
+    pub fn read_as(&mut self, res_type: &str, res_id: &str) -> FhirResult<Option<Current>> {
+        super::query::read_as_in(self.c, &self.access, res_type, res_id)
+    }
+
+    /// Remembers which organisation created a resource (see
+    /// `auth::access::creator_sees`).
+    pub fn record_creator(&mut self, res_type: &str, res_id: &str, org: &str) -> FhirResult<()> {
+        use super::schema::resource_creators as rc;
+        diesel::delete(rc::table.find((res_type, res_id)))
+            .execute(self.c)
+            .map_err(db_error)?;
+        diesel::insert_into(rc::table)
+            .values((
+                rc::res_type.eq(res_type),
+                rc::res_id.eq(res_id),
+                rc::organization.eq(org),
+            ))
+            .execute(self.c)
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    /// The live resources this transaction wrote that its caller could not
+    /// see now: writes must stay inside the caller's view.
+    pub fn written_out_of_view(&mut self) -> FhirResult<Vec<(String, String)>> {
+        let Some(o) = self.access.org().cloned() else {
+            return Ok(vec![]);
+        };
+        let mut out = vec![];
+        let written: std::collections::BTreeSet<(String, String)> = self
+            .written
+            .iter()
+            .map(|(t, id, _)| (t.clone(), id.clone()))
+            .collect();
+        for (t, id) in written {
+            let live = super::query::read_in(self.c, &t, &id)?.is_some_and(|c| !c.deleted);
+            if live && super::access_sql::visible_ids(self.c, &o, &t, &[id.as_str()])?.is_empty() {
+                out.push((t, id));
+            }
+        }
+        Ok(out)
     }
 
     pub fn matching_ids(
@@ -137,9 +194,18 @@ impl Store {
     where
         F: Fn(&mut Tx) -> FhirResult<T>,
     {
+        self.transaction_as(&crate::auth::access::Access::All, f)
+    }
+
+    /// As `transaction`, for a caller whose view `access` is.
+    pub fn transaction_as<T, F>(&self, access: &crate::auth::access::Access, f: F) -> FhirResult<T>
+    where
+        F: Fn(&mut Tx) -> FhirResult<T>,
+    {
         self.retrying(|c| {
             let mut tx = Tx {
                 c,
+                access: access.clone(),
                 lost: false,
                 written: vec![],
             };
