@@ -14,7 +14,12 @@
 #      server writes) and tests/python/check_fhirpy.py (the fhirpy client
 #      drives search: chaining, _has, _include/_revinclude, paging, ...),
 #      and tests/python/check_profiles.py (offline: the profiles, code
-#      systems and examples in fhir-profiles/ are valid R4 and agree).
+#      systems and examples in fhir-profiles/ are valid R4 and agree); each
+#      server gets an admin client whose token tests/python/sp_hub_auth.py
+#      obtains (PyJWT, RS384);
+#   5. checks deploy/: tests/python/check_deploy.py (the Kubernetes and
+#      compose files, offline) and deploy/run-local-topology.sh --check (a
+#      PostgreSQL of its own, `sp-hub migrate`, two replicas answering).
 #
 # Everything temporary lives in one mktemp directory that is removed on exit,
 # together with the PostgreSQL cluster and the server, even on failure or
@@ -349,6 +354,7 @@ run_python_check() {
 FHIRCLIENT_RC=0
 FHIRPY_RC=0
 PROFILES_RC=0
+DEPLOY_RC=0
 if prepare_python_checks; then
 	run_python_check fhirclient check_fhirclient.py || FHIRCLIENT_RC=$?
 	run_python_check fhirpy check_fhirpy.py || FHIRPY_RC=$?
@@ -356,11 +362,23 @@ if prepare_python_checks; then
 	# read by fhir.resources and checked code by code, reference by reference.
 	log "running tests/python/check_profiles.py"
 	"$VENV/bin/python" "$REPO_ROOT/tests/python/check_profiles.py" || PROFILES_RC=$?
+	# Offline: every YAML file in deploy/ parses; the Kubernetes manifests,
+	# the compose file and the Dockerfile have what the deploy issue asks.
+	log "running tests/python/check_deploy.py"
+	"$VENV/bin/python" "$REPO_ROOT/tests/python/check_deploy.py" || DEPLOY_RC=$?
 else
 	FHIRCLIENT_RC=1
 	FHIRPY_RC=1
 	PROFILES_RC=1
+	DEPLOY_RC=1
 fi
+
+# The compose topology without containers: its own throwaway PostgreSQL,
+# `sp-hub migrate`, two replicas; both must answer /healthz and /readyz.
+TOPOLOGY_RC=0
+log "running deploy/run-local-topology.sh --check"
+SP_HUB_BIN="$REPO_ROOT/target/debug/sp-hub" PG_BIN="$PG_BIN" \
+	"$REPO_ROOT/deploy/run-local-topology.sh" --check || TOPOLOGY_RC=$?
 
 # ---------------------------------------------------------------------------
 # Summary
@@ -372,7 +390,7 @@ else
 	echo "rust tests ($RUNNER): FAILED (exit status $RUST_RC)"
 fi
 PY_PASSED=0
-for check in fhirclient:$FHIRCLIENT_RC fhirpy:$FHIRPY_RC profiles:$PROFILES_RC; do
+for check in fhirclient:$FHIRCLIENT_RC fhirpy:$FHIRPY_RC profiles:$PROFILES_RC deploy:$DEPLOY_RC; do
 	if [[ ${check#*:} == 0 ]]; then
 		echo "python ${check%%:*} check: ok"
 		PY_PASSED=$((PY_PASSED + 1))
@@ -380,11 +398,17 @@ for check in fhirclient:$FHIRCLIENT_RC fhirpy:$FHIRPY_RC profiles:$PROFILES_RC; 
 		echo "python ${check%%:*} check: FAILED"
 	fi
 done
+if ((TOPOLOGY_RC == 0)); then
+	echo "deploy topology check: ok"
+	PY_PASSED=$((PY_PASSED + 1))
+else
+	echo "deploy topology check: FAILED"
+fi
 if [[ -n $RUST_PASSED ]]; then
-	# Each Python check counts as one test.
-	echo "$((RUST_PASSED + PY_PASSED)) passed, $((RUST_FAILED + 3 - PY_PASSED)) failed"
+	# Each Python check, and the topology check, counts as one test.
+	echo "$((RUST_PASSED + PY_PASSED)) passed, $((RUST_FAILED + 5 - PY_PASSED)) failed"
 fi
 
-if ((RUST_RC != 0 || FHIRCLIENT_RC != 0 || FHIRPY_RC != 0 || PROFILES_RC != 0)); then
+if ((RUST_RC != 0 || FHIRCLIENT_RC != 0 || FHIRPY_RC != 0 || PROFILES_RC != 0 || DEPLOY_RC != 0 || TOPOLOGY_RC != 0)); then
 	exit 1
 fi
