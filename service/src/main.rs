@@ -16,6 +16,15 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DbArgs),
+    /// Copy a SQLite database, consistently, while the server runs
+    /// (restore: serve the copy). PostgreSQL: use pg_dump.
+    Backup {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The new file to write.
+        #[arg(long)]
+        to: String,
+    },
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -170,6 +179,9 @@ fn main() -> std::process::ExitCode {
             demo: args.demo,
         })),
         Command::Client(cmd) => client(cmd),
+        Command::Backup { db, to } => sp_hub::store::Store::open(&db.database_url)
+            .and_then(|s| s.backup_to(&to))
+            .map(|()| println!("backed up to {to}")),
         Command::Audit(AuditCommand::Verify(db)) => sp_hub::store::Store::open(&db.database_url)
             .and_then(|s| s.audit_verify().map_err(|e| e.to_string()))
             .and_then(|(checked, broken)| match broken {

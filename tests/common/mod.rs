@@ -450,6 +450,50 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.proc
+            .child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("running")
+            .id()
+    }
+
+    /// Waits up to `timeout` for the server process to exit by itself.
+    pub async fn wait_exit(&self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self
+                .proc
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// A server process on another, existing database (e.g. a restored
+    /// backup of this one), called with this server's token.
+    pub async fn serve_other(&self, database_url: &str) -> Server {
+        let s = Server::spawn(
+            self.backend,
+            database_url.to_string(),
+            self.dir.clone(),
+            vec![],
+            self.envs.clone(),
+        )
+        .await;
+        s.with_token(&self.token)
+    }
+
     /// A second server process on the same database (another replica),
     /// called with the same token.
     pub async fn replica(&self) -> Server {

@@ -240,15 +240,18 @@ pub async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
         })
         .await;
     match issued {
-        Ok(Ok(t)) => HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header((header::PRAGMA, "no-cache"))
-            .json(json!({
-                "access_token": t.access_token,
-                "token_type": "bearer",
-                "expires_in": t.expires_in,
-                "scope": t.scope,
-            })),
+        Ok(Ok(t)) => {
+            super::metrics::token_outcome("issued");
+            HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header((header::PRAGMA, "no-cache"))
+                .json(json!({
+                    "access_token": t.access_token,
+                    "token_type": "bearer",
+                    "expires_in": t.expires_in,
+                    "scope": t.scope,
+                }))
+        }
         Ok(Err(e)) => oauth_error(&e),
         Err(e) => oauth_error(&OAuthError {
             error: "server_error",
@@ -259,6 +262,7 @@ pub async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
 }
 
 fn oauth_error(e: &OAuthError) -> HttpResponse {
+    super::metrics::token_outcome(e.error);
     if e.status >= 500 {
         tracing::error!(error = %e.description, "token request failed");
     } else {

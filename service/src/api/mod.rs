@@ -5,6 +5,7 @@ mod audit;
 pub mod auth;
 mod history;
 mod metadata;
+mod metrics;
 pub mod negotiate;
 mod render;
 mod rest;
@@ -45,6 +46,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     // Before `/{type}`: probes for orchestrators.
     ("/healthz", &["GET"]),
     ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
     // SMART backend services: discovery, token endpoint, public keys; open.
     ("/.well-known/smart-configuration", &["GET"]),
     ("/auth/token", &["POST"]),
@@ -75,6 +77,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ("/metadata", _) => resource.route(web::get().to(metadata)),
                 ("/healthz", _) => resource.route(web::get().to(healthz)),
                 ("/readyz", _) => resource.route(web::get().to(readyz)),
+                ("/metrics", _) => resource.route(web::get().to(metrics::metrics)),
                 ("/.well-known/smart-configuration", _) => {
                     resource.route(web::get().to(auth::smart_configuration))
                 }
@@ -160,6 +163,16 @@ where
     let started = std::time::Instant::now();
     async move {
         let mut resp = fut.await?;
+        let route = resp
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        metrics::observe(
+            &route,
+            resp.request().method().as_str(),
+            resp.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
         // The path only: query strings can hold identifiers such as NHS numbers.
         tracing::info!(
             status = resp.status().as_u16(),

@@ -111,6 +111,7 @@ pub const OPEN_PATHS: &[&str] = &[
     "/metadata",
     "/healthz",
     "/readyz",
+    "/metrics",
     "/.well-known/smart-configuration",
     "/auth/token",
     "/auth/jwks",

@@ -195,6 +195,40 @@ impl Store {
         Ok(())
     }
 
+    /// Copies a SQLite database, consistently, while it is in use
+    /// (`VACUUM INTO`: one read transaction, a compact new file). The file
+    /// must not exist yet. PostgreSQL has pg_dump for this.
+    pub fn backup_to(&self, path: &str) -> Result<(), String> {
+        if std::path::Path::new(path).exists() {
+            return Err(format!("{path} exists already; back up to a new file"));
+        }
+        let mut conn = self.read.get().map_err(|e| e.to_string())?;
+        match &mut *conn {
+            AnyConnection::Sqlite(c) => diesel::sql_query("VACUUM INTO ?")
+                .bind::<diesel::sql_types::Text, _>(path)
+                .execute(c)
+                .map(drop)
+                .map_err(|e| format!("the backup failed: {e}")),
+            AnyConnection::Postgresql(_) => Err(
+                "sp-hub backup is for SQLite; back up PostgreSQL with pg_dump (deploy/README.md, \"Backups\")"
+                    .into(),
+            ),
+        }
+    }
+
+    /// (pool, connections, idle ones) of the read and the write pool (on
+    /// PostgreSQL one pool serves both).
+    pub fn pool_state(&self) -> Vec<(&'static str, u32, u32)> {
+        let (r, w) = (self.read.state(), self.write.state());
+        match self.backend {
+            Backend::Postgres => vec![("shared", r.connections, r.idle_connections)],
+            Backend::Sqlite => vec![
+                ("read", r.connections, r.idle_connections),
+                ("write", w.connections, w.idle_connections),
+            ],
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -10,7 +10,6 @@ use diesel::sql_types::{BigInt, Text};
 use super::pool::{db_error, AnyConnection};
 use super::sql::{load, Bind, Sql};
 use super::{Current, Page};
-use crate::auth::access::Access;
 use crate::fhir::outcome::FhirResult;
 use std::collections::HashSet;
 
@@ -79,18 +78,7 @@ pub(super) fn search(
     let mut items = load!(c, page, Current)?;
     let more = items.len() as i64 > q.count;
     items.truncate(q.count as usize);
-    let included = includes(c, &items, &q.includes)?;
-    in_view(
-        c,
-        &q.access,
-        Page {
-            items,
-            total,
-            more,
-            included,
-            last_sort: None,
-        },
-    )
+    finish(c, q, items, total, more, None)
 }
 
 #[derive(QueryableByName)]
@@ -182,18 +170,7 @@ fn sorted(
         v
     });
     let items: Vec<Current> = rows.into_iter().map(|r| r.current).collect();
-    let included = includes(c, &items, &q.includes)?;
-    in_view(
-        c,
-        &q.access,
-        Page {
-            items,
-            total,
-            more,
-            included,
-            last_sort,
-        },
-    )
+    finish(c, q, items, total, more, last_sort)
 }
 
 /// The text a resource sorts by for one key.
@@ -333,14 +310,27 @@ fn follow(c: &mut AnyConnection, from: &[Current], spec: &Include) -> FhirResult
     load!(c, sql, Current)
 }
 
-/// A page as the caller may see it: the matches are in its view already
-/// (the WHERE clause says so); included resources are kept only when they
-/// are too, and bodies are shaped for the caller (`Access::redact`).
-fn in_view(
+/// The page of `items`, with what `_include` adds, as the caller may see
+/// it: the matches are in its view already (the WHERE clause says so);
+/// included resources are kept only when they are too, and bodies are
+/// shaped for the caller (`Access::redact`).
+fn finish(
     c: &mut AnyConnection,
-    access: &Access,
-    mut page: Page<Current>,
+    q: &SearchQuery,
+    items: Vec<Current>,
+    total: Option<i64>,
+    more: bool,
+    last_sort: Option<Vec<String>>,
 ) -> FhirResult<Page<Current>> {
+    let included = includes(c, &items, &q.includes)?;
+    let mut page = Page {
+        items,
+        total,
+        more,
+        included,
+        last_sort,
+    };
+    let access = &q.access;
     let Some(o) = access.org() else {
         return Ok(page);
     };
