@@ -23,6 +23,7 @@ both!(
     a_transaction_entry_ending_a_task_ends_its_referral_too,
     a_sub_task_ending_leaves_the_referral_alone,
     parent_with_an_active_sub_task_cannot_complete_until_it_ends,
+    a_completed_parent_takes_no_active_sub_task_even_in_a_race,
 );
 
 /// Every R4 Task.status code.
@@ -523,4 +524,52 @@ async fn a_referral_posted_alone_gets_its_task_in_the_open_pool_or_for_its_perfo
         s.total(&format!("/Task?focus=ServiceRequest/{id}")).await,
         0
     );
+}
+
+/// The other half of the parent rule, also under concurrency: completing a
+/// parent and adding an active sub-task at the same moment never both
+/// succeed (on PostgreSQL both take the parent's lock).
+async fn a_completed_parent_takes_no_active_sub_task_even_in_a_race(s: Server) {
+    let sub_of = |pid: &str, n: u32| {
+        let mut sub = bare_task("requested");
+        sub["identifier"][0]["value"] = json!(format!("race-{pid}-{n}"));
+        sub["partOf"] = json!([{"reference": format!("Task/{pid}")}]);
+        sub
+    };
+    // In turn: refused with 409 naming the parent, nothing written.
+    let parent = s.create(&bare_task("accepted")).await;
+    let parent = move_to(&s, &parent, "completed").await;
+    let pid = parent["id"].as_str().unwrap().to_string();
+    let before = s.versions_written().await;
+    let o = assert_outcome(
+        s.post_json("/Task", &sub_of(&pid, 0)).await,
+        409,
+        "business-rule",
+    )
+    .await;
+    assert_eq!(expression(&o), Some("Task.partOf"), "{o}");
+    assert!(diagnostics(&o).contains(&format!("Task/{pid}")), "{o}");
+    assert_eq!(s.versions_written().await, before);
+    // An ended sub-task may still be recorded against it.
+    let mut ended = sub_of(&pid, 1);
+    ended = in_status(&ended, "cancelled");
+    s.create(&ended).await;
+
+    // At the same moment, ten times over.
+    for round in 0..10 {
+        let parent = s.create(&bare_task("accepted")).await;
+        let pid = parent["id"].as_str().unwrap().to_string();
+        let (completed_body, sub) = (in_status(&parent, "completed"), sub_of(&pid, 100 + round));
+        let (done, added) = tokio::join!(put_task(&s, &completed_body), s.post_json("/Task", &sub));
+        let (done, added) = (done.status().as_u16(), added.status().as_u16());
+        assert!(
+            !(done == 200 && added == 201),
+            "round {round}: the parent completed and an active sub-task was added"
+        );
+        let active = s
+            .total(&format!("/Task?part-of=Task/{pid}&status=requested"))
+            .await;
+        let completed = s.get_ok(&format!("/Task/{pid}")).await["status"] == "completed";
+        assert!(!(completed && active > 0), "round {round}: {done} {added}");
+    }
 }

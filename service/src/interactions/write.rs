@@ -71,11 +71,18 @@ fn step(
     next: &dyn Fn(Option<&Current>) -> FhirResult<Value>,
 ) -> FhirResult<WriteOutcome> {
     let transition = RefCell::new(None);
+    let sub_task = RefCell::new(None);
     let outcome = tx.write(res_type, id, |current| {
         let resource = next(current)?;
         *transition.borrow_mut() = workflow::check(res_type, id, current, &resource)?;
+        if res_type == "Task" && resource.get("partOf").is_some() {
+            *sub_task.borrow_mut() = Some(resource.clone());
+        }
         Ok(Decision::Put { method, resource })
     })?;
+    if let Some(task) = sub_task.into_inner() {
+        workflow::guard_parent(tx, &task)?;
+    }
     if let Some(t) = transition.into_inner() {
         for f in workflow::after(tx, &t)? {
             step(tx, f.res_type, &f.id, "PUT", &|current| {

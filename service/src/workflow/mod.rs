@@ -213,6 +213,10 @@ fn referral_id(task: &Value) -> Option<String> {
 /// top-level Task ends and its referral is live and not yet final.
 pub fn after(tx: &mut Tx, t: &Transition) -> FhirResult<Vec<Follow>> {
     if t.to == "completed" {
+        // Taken by `guard_parent` too: a sub-task being added on another
+        // connection waits, then sees the parent completed (and is refused),
+        // or commits first and is seen here.
+        tx.lock(&family_lock(&t.task_id))?;
         check_sub_tasks(tx, t)?;
     }
     let mut follows = vec![];
@@ -236,6 +240,49 @@ pub fn after(tx: &mut Tx, t: &Transition) -> FhirResult<Vec<Follow>> {
         }
     }
     Ok(follows)
+}
+
+fn family_lock(parent_id: &str) -> String {
+    format!("task-family:{parent_id}")
+}
+
+/// The other half of the parent rule: a Task written with `partOf` a parent
+/// and an active status may not join (or come back to) a parent that has
+/// completed, which would then have an active sub-task (409).
+pub fn guard_parent(tx: &mut Tx, task: &Value) -> FhirResult<()> {
+    let active = task
+        .get("status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| ACTIVE.contains(&s));
+    let parents: Vec<String> = task
+        .get("partOf")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(|p| p.get("reference")?.as_str()?.strip_prefix("Task/"))
+        .map(|id| {
+            id.split_once("/_history/")
+                .map_or(id, |(id, _)| id)
+                .to_string()
+        })
+        .collect();
+    if !active {
+        return Ok(());
+    }
+    for parent in parents {
+        tx.lock(&family_lock(&parent))?;
+        let completed = match tx.read("Task", &parent)? {
+            Some(cur) if !cur.deleted => stored_status(&cur)?.as_deref() == Some("completed"),
+            _ => false,
+        };
+        if completed {
+            return Err(FhirError::state_conflict(
+                format!("Task/{parent} is completed: it cannot have an active sub-task"),
+                "Task.partOf",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_sub_tasks(tx: &mut Tx, t: &Transition) -> FhirResult<()> {
