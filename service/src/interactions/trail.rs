@@ -18,7 +18,7 @@ use crate::auth::Principal;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource;
 use crate::search::{SearchQuery, MAX_COUNT, MAX_OR_VALUES};
-use crate::store::{HistoryQuery, HistoryScope, Store, Version};
+use crate::store::{HistoryQuery, HistoryScope, Snapshot, Store, Version};
 
 /// Most versions one trail may hold; a larger one is refused (422).
 pub const MAX_ENTRIES: usize = 10_000;
@@ -45,7 +45,18 @@ pub struct Step {
 /// The trail of `ServiceRequest/{id}`: 404 when unknown, 410 when deleted.
 /// `base` is this server's URL (absolute references to it are local).
 /// Members of a type the caller's token may not read are left out.
+/// Every read runs in one snapshot, so the trail is one moment's state even
+/// while it is being written to.
 pub fn trail(caller: &Principal, store: &Store, id: &str, base: &str) -> FhirResult<Vec<Step>> {
+    store.snapshot(|snap| trail_in(caller, snap, id, base))
+}
+
+fn trail_in(
+    caller: &Principal,
+    store: &mut Snapshot,
+    id: &str,
+    base: &str,
+) -> FhirResult<Vec<Step>> {
     resource::check_id(id)?;
     let access = Access::of(caller);
     let referral = store.read_as(&access, "ServiceRequest", id)?;
@@ -166,7 +177,7 @@ fn check_size(n: usize) -> FhirResult<()> {
 /// Ids of live `res_type` resources whose reference parameter `param`
 /// names any of `refs`, every page of them.
 fn search_ids(
-    store: &Store,
+    store: &mut Snapshot,
     access: &Access,
     res_type: &str,
     param: &str,
@@ -224,7 +235,7 @@ fn role_id(reference: &Value, base: &str) -> Option<String> {
 }
 
 /// The employment model coding on a link worker's role, if it has one.
-fn employment_model(store: &Store, role: &str) -> FhirResult<Option<Value>> {
+fn employment_model(store: &mut Snapshot, role: &str) -> FhirResult<Option<Value>> {
     let Some(current) = store.read("PractitionerRole", role)? else {
         return Ok(None);
     };

@@ -16,7 +16,7 @@ mod write;
 
 pub use clients::ClientRow;
 pub use pool::{Backend, Store};
-pub use query::{HistoryQuery, HistoryScope, Page};
+pub use query::{HistoryQuery, HistoryScope, Page, Snapshot};
 pub use write::{Decision, Tx, WriteOutcome};
 
 use diesel::prelude::*;

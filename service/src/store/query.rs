@@ -85,37 +85,88 @@ impl Store {
 
     pub fn history(&self, q: &HistoryQuery) -> FhirResult<Page<Version>> {
         let mut c = self.reader()?;
-        if let Some(o) = q.access.org() {
-            return super::access_sql::history(&mut c, q, o);
-        }
-        let total = history_filtered(q)
-            .count()
-            .get_result::<i64>(&mut c)
-            .map_err(db_error)?;
-        let mut page = history_filtered(q);
-        if let Some(seq) = q.before_seq {
-            page = page.filter(resource_versions::seq.lt(seq));
-        }
-        page = match q.after_tick {
-            // The feed reads in commit order; plain history newest first.
-            Some(_) => page.order(resource_versions::tick.asc()),
-            None => page.order(resource_versions::seq.desc()),
-        };
-        let mut items = page
-            .limit(q.count + 1)
-            .select(Version::as_select())
-            .load(&mut c)
-            .map_err(db_error)?;
-        let more = items.len() as i64 > q.count;
-        items.truncate(q.count as usize);
-        Ok(Page {
-            items,
-            total: Some(total),
-            more,
-            included: vec![],
-            last_sort: None,
-        })
+        history_in(&mut c, q)
     }
+
+    /// Runs `f` on reads that all see one state of the database: one
+    /// read-only transaction (REPEATABLE READ on PostgreSQL; on SQLite in
+    /// WAL mode a read transaction is a snapshot already).
+    pub fn snapshot<T>(&self, f: impl FnOnce(&mut Snapshot) -> FhirResult<T>) -> FhirResult<T> {
+        let mut c = self.reader()?;
+        let mut result = None;
+        c.transaction::<(), diesel::result::Error, _>(|c| {
+            let c: &mut AnyConnection = c;
+            if let AnyConnection::Postgresql(pg) = c {
+                diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .execute(pg)?;
+            }
+            result = Some(f(&mut Snapshot { c }));
+            Ok(())
+        })
+        .map_err(db_error)?;
+        result.expect("the snapshot ran")
+    }
+}
+
+/// Reads inside `Store::snapshot`.
+pub struct Snapshot<'c> {
+    c: &'c mut AnyConnection,
+}
+
+impl Snapshot<'_> {
+    pub fn read(&mut self, res_type: &str, res_id: &str) -> FhirResult<Option<Current>> {
+        read_in(self.c, res_type, res_id)
+    }
+
+    pub fn read_as(
+        &mut self,
+        access: &Access,
+        res_type: &str,
+        res_id: &str,
+    ) -> FhirResult<Option<Current>> {
+        read_as_in(self.c, access, res_type, res_id)
+    }
+
+    pub fn search(&mut self, res_type: &str, q: &SearchQuery) -> FhirResult<Page<Current>> {
+        search_in(self.c, res_type, q)
+    }
+
+    pub fn history(&mut self, q: &HistoryQuery) -> FhirResult<Page<Version>> {
+        history_in(self.c, q)
+    }
+}
+
+fn history_in(c: &mut AnyConnection, q: &HistoryQuery) -> FhirResult<Page<Version>> {
+    if let Some(o) = q.access.org() {
+        return super::access_sql::history(c, q, o);
+    }
+    let total = history_filtered(q)
+        .count()
+        .get_result::<i64>(c)
+        .map_err(db_error)?;
+    let mut page = history_filtered(q);
+    if let Some(seq) = q.before_seq {
+        page = page.filter(resource_versions::seq.lt(seq));
+    }
+    page = match q.after_tick {
+        // The feed reads in commit order; plain history newest first.
+        Some(_) => page.order(resource_versions::tick.asc()),
+        None => page.order(resource_versions::seq.desc()),
+    };
+    let mut items = page
+        .limit(q.count + 1)
+        .select(Version::as_select())
+        .load(c)
+        .map_err(db_error)?;
+    let more = items.len() as i64 > q.count;
+    items.truncate(q.count as usize);
+    Ok(Page {
+        items,
+        total: Some(total),
+        more,
+        included: vec![],
+        last_sort: None,
+    })
 }
 
 pub(super) fn search_in(
