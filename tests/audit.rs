@@ -180,7 +180,111 @@ async fn concurrent_requests_make_one_unbroken_chain(s: Server) {
     assert!(audit_events(&s).await.len() >= 24);
 }
 
+/// Every write gets a Provenance in its own transaction: the versions it
+/// made, the activity, who (the client) on behalf of which organisation.
+async fn every_write_has_its_provenance(s: Server) {
+    let gp = s
+        .as_new_client(
+            "gp-prov",
+            "Organization/org-practice",
+            "gp",
+            "system/*.cruds",
+        )
+        .await;
+    let prov_of = |target: String| {
+        let s = &s;
+        async move {
+            let b = s
+                .get_ok(&format!("/Provenance?target={}", enc(&target)))
+                .await;
+            entries(&b)
+                .into_iter()
+                .map(|e| e["resource"].clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    // A create.
+    let p = gp.create(&patient("9000000009")).await;
+    let pid = p["id"].as_str().unwrap().to_string();
+    let found = prov_of(format!("Patient/{pid}")).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let pr = &found[0];
+    assert_eq!(
+        pr["target"],
+        json!([{"reference": format!("Patient/{pid}/_history/1")}])
+    );
+    assert_eq!(pr["activity"]["coding"][0]["code"], "CREATE");
+    assert_eq!(pr["agent"][0]["who"]["identifier"]["value"], "gp-prov");
+    assert_eq!(
+        pr["agent"][0]["onBehalfOf"]["reference"],
+        "Organization/org-practice"
+    );
+    assert!(pr["recorded"].is_string());
+    // The client sees the Provenance of its own writes.
+    assert_eq!(
+        gp.status_of(&format!("/Provenance/{}", pr["id"].as_str().unwrap()))
+            .await,
+        200
+    );
+
+    // A transaction: one Provenance naming every version it made (the
+    // referral, and the Task the hub adds for it).
+    let mut sr = service_request(&pid, "REF-PROV-1");
+    sr["requester"] = json!({"reference": "Organization/org-practice"});
+    let b = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": sr, "request": {"method": "POST", "url": "ServiceRequest"}}]});
+    let out: Value = gp.post_json("/", &b).await.json().await.unwrap();
+    let loc = out["entry"][0]["response"]["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sid = loc
+        .split('/')
+        .nth(loc.split('/').position(|x| x == "ServiceRequest").unwrap() + 1)
+        .unwrap()
+        .to_string();
+    let found = prov_of(format!("ServiceRequest/{sid}")).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let targets = found[0]["target"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    assert!(targets
+        .iter()
+        .any(|t| t["reference"].as_str().unwrap().starts_with("Task/")));
+
+    // An update and a delete (as admin: trail resources are not deleted by
+    // a GP).
+    let mut p2 = p.clone();
+    p2["active"] = json!(false);
+    gp.update(&p2).await;
+    s.delete(&format!("/Patient/{pid}")).await;
+    let acts: Vec<String> = prov_of(format!("Patient/{pid}"))
+        .await
+        .iter()
+        .map(|pr| {
+            pr["activity"]["coding"][0]["code"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut acts = acts;
+    acts.sort();
+    assert_eq!(acts, ["CREATE", "DELETE", "UPDATE"]);
+
+    // A refused write leaves none.
+    let before = s.total("/Provenance").await;
+    assert_eq!(
+        gp.post_json("/Patient", &json!({"resourceType": "Patient", "nmae": []}))
+            .await
+            .status()
+            .as_u16(),
+        400
+    );
+    assert_eq!(s.total("/Provenance").await, before);
+}
+
 both!(
+    every_write_has_its_provenance,
     every_request_is_recorded_once_with_who_what_and_outcome,
     verify_finds_the_first_broken_link,
     concurrent_requests_make_one_unbroken_chain,

@@ -425,7 +425,8 @@ async fn reindex_rebuilds_the_index_of_existing_data(s: Server) {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "reindexed 1 resources"
+        // The resource and the Provenance of its write.
+        "reindexed 2 resources"
     );
     assert_eq!(found(&s, "/Task?owner=Organization/vcs1").await, t);
 }

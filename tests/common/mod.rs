@@ -661,9 +661,21 @@ impl Server {
             .unwrap_or_else(|| panic!("GET {path}: Bundle has no total: {b}"))
     }
 
-    /// Number of versions in system history: every write leaves one.
+    /// Number of versions in system history that the test's requests wrote:
+    /// every write leaves one. The Provenance the server adds to each
+    /// writing transaction is not counted (tests/provenance.rs checks it).
     pub async fn versions_written(&self) -> u64 {
-        self.total("/_history").await
+        self.total("/_history").await - self.provenance_versions().await
+    }
+
+    /// Versions of the Provenance the server wrote (each is written once;
+    /// they name their agent as the `author`, which test data does not).
+    pub async fn provenance_versions(&self) -> u64 {
+        self.total(&format!(
+            "/Provenance?agent-type={}&_summary=count",
+            enc("http://terminology.hl7.org/CodeSystem/provenance-participant-type|author")
+        ))
+        .await
     }
 
     /// Follows `next` links from `first_path`, returning every page.

@@ -29,8 +29,11 @@ import xml.etree.ElementTree as ET
 
 import fhir.resources
 import requests
+from fhir.resources.auditevent import AuditEvent
+from fhir.resources.bundle import Bundle
 from fhir.resources.capabilitystatement import CapabilityStatement
 from fhir.resources.operationoutcome import OperationOutcome
+from fhir.resources.provenance import Provenance
 from fhir.resources.servicerequest import ServiceRequest
 from fhir.resources.task import Task
 from pydantic import ValidationError
@@ -338,6 +341,30 @@ def run(base, c):
                 describe(r))
 
     section("OperationOutcome", not_found)
+
+    # -- what the server writes of its own: Provenance and AuditEvents -------
+    def provenance():
+        r = s.get(f"{base}/Provenance", params={"target": f"ServiceRequest/{sr_id}"}, timeout=TIMEOUT)
+        c.require("GET /Provenance?target=: status 200", r.status_code == 200, describe(r))
+        bundle, _ = validate_json(c, "GET /Provenance?target=", r, Bundle)
+        c.require("the ServiceRequest's create has a Provenance", bool(bundle.entry), describe(r))
+        prov = Provenance.parse_obj(bundle.entry[0].resource.dict())
+        c.check("Provenance targets the version written",
+                any(t.reference == f"ServiceRequest/{sr_id}/_history/1" for t in prov.target),
+                describe(r))
+
+    def audit():
+        r = s.get(f"{base}/$audit", params={"_count": "50"}, timeout=TIMEOUT)
+        c.require("GET /$audit: status 200", r.status_code == 200, describe(r))
+        bundle, _ = validate_json(c, "GET /$audit", r, Bundle)
+        c.require("GET /$audit: records", bool(bundle.entry), describe(r))
+        for e in bundle.entry:
+            AuditEvent.parse_obj(e.resource.dict())
+        c.check(f"GET /$audit: {len(bundle.entry)} AuditEvents are valid R4", True)
+
+    if sr_id:
+        section("Provenance", provenance)
+    section("AuditEvent", audit)
 
 
 def main(argv):

@@ -206,10 +206,17 @@ pub fn task_write(role: Role, before: Option<&Value>, after: &Value) -> Result<(
     let status = |v: &Value| v["status"].as_str().unwrap_or("").to_string();
     let new_status = status(after);
     let changed = before.is_none_or(|b| status(b) != new_status);
+    let requester_side = REQUESTER_STATUSES.contains(&new_status.as_str());
     match role {
-        Role::Admin | Role::Pcn => Ok(()),
+        Role::Admin => Ok(()),
+        // A PCN refers and (through its link workers) works Tasks: either
+        // side, but an owner-side change still leaves the request alone.
+        Role::Pcn => match before {
+            Some(before) if changed && !requester_side => unchanged_request(before, after),
+            _ => Ok(()),
+        },
         Role::Gp => {
-            if changed && !REQUESTER_STATUSES.contains(&new_status.as_str()) {
+            if changed && !requester_side {
                 return Err(format!(
                     "Task.status: a GP client is the requester side and may set only {}; '{new_status}' is for the organisation that owns the Task",
                     REQUESTER_STATUSES.join(", ")
@@ -226,14 +233,19 @@ pub fn task_write(role: Role, before: Option<&Value>, after: &Value) -> Result<(
                     "Task.status: '{new_status}' is for the requester side; the owner may reject or fail the Task instead"
                 ));
             }
-            for e in REQUESTER_ELEMENTS {
-                if before.get(*e) != after.get(*e) {
-                    return Err(format!("Task.{e}: only the requester side may change it"));
-                }
-            }
-            Ok(())
+            unchanged_request(before, after)
         }
     }
+}
+
+/// The requester's elements of a Task are the same in both versions.
+fn unchanged_request(before: &Value, after: &Value) -> Result<(), String> {
+    for e in REQUESTER_ELEMENTS {
+        if before.get(*e) != after.get(*e) {
+            return Err(format!("Task.{e}: only the requester side may change it"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -278,5 +290,10 @@ mod tests {
         assert!(task_write(Role::Gp, Some(&before), &t("accepted", "Organization/v")).is_err());
         assert!(task_write(Role::Gp, Some(&before), &t("cancelled", "Organization/v")).is_ok());
         assert!(task_write(Role::Gp, None, &before).is_ok());
+        // A PCN may do either side's changes, but accepting does not move
+        // the request.
+        assert!(task_write(Role::Pcn, Some(&before), &t("cancelled", "Organization/v")).is_ok());
+        assert!(task_write(Role::Pcn, Some(&before), &t("accepted", "Organization/v")).is_ok());
+        assert!(task_write(Role::Pcn, Some(&before), &moved).is_err());
     }
 }

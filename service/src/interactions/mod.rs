@@ -205,6 +205,7 @@ pub(crate) fn transaction<T>(
                 caller.organization
             )));
         }
+        write::provenance(tx, caller)?;
         // The audit record commits with the write, or neither does.
         if let Some(request) = &caller.request {
             let written: Vec<String> = tx

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::{live, not_found, Created, Criteria};
 use crate::auth::access;
+use crate::auth::Principal;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource::{self, Format};
 use crate::store::{Current, Decision, Tx, WriteOutcome};
@@ -91,6 +92,60 @@ fn step(
         }
     }
     Ok(outcome)
+}
+
+/// The Provenance of a transaction's writes, written in it: every version
+/// it made (with its version), when, which activity, and who — the client,
+/// on behalf of its organisation. Versions of Provenance itself are not
+/// targets (a Provenance is its own record).
+pub(super) fn provenance(tx: &mut Tx, caller: &Principal) -> FhirResult<()> {
+    let written: Vec<(String, String, i32)> = tx
+        .written()
+        .iter()
+        .filter(|(t, _, _)| t != "Provenance")
+        .cloned()
+        .collect();
+    if written.is_empty() {
+        return Ok(());
+    }
+    let mut deleted = 0;
+    for (t, id, _) in &written {
+        if tx.read(t, id)?.is_some_and(|c| c.deleted) {
+            deleted += 1;
+        }
+    }
+    let activity = if deleted == written.len() {
+        "DELETE"
+    } else if deleted == 0 && written.iter().all(|(_, _, v)| *v == 1) {
+        "CREATE"
+    } else {
+        "UPDATE"
+    };
+    let mut agent = serde_json::json!({
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                             "code": "author"}]},
+        "who": {"identifier": {"system": "https://sp-hub.example/fhir/Id/client", "value": caller.client_id},
+                "display": caller.client_id},
+    });
+    if !caller.organization.is_empty() {
+        agent["onBehalfOf"] = serde_json::json!({"reference": caller.organization});
+    }
+    let resource = serde_json::json!({
+        "resourceType": "Provenance",
+        "target": written.iter()
+            .map(|(t, id, v)| serde_json::json!({"reference": format!("{t}/{id}/_history/{v}")}))
+            .collect::<Vec<_>>(),
+        "recorded": crate::fhir::instant::now(),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                                 "code": activity}]},
+        "agent": [agent],
+    });
+    let id = uuid::Uuid::new_v4().to_string();
+    step(tx, "Provenance", &id, "POST", &|_| Ok(resource.clone()))?;
+    if let Some(o) = tx.access().org().cloned() {
+        tx.record_creator("Provenance", &id, &o.org)?;
+    }
+    Ok(())
 }
 
 /// Adds the Task each SP referral created in this transaction still lacks

@@ -251,6 +251,25 @@ impl Sql {
                     s.referral(o, &format!("{x}.target_id"), false);
                 });
             }
+            // A Provenance is seen with the referral it is about, or the
+            // referral of the Task it is about (kept this shallow: SQLite's
+            // parser has a fixed depth, and every rule above nests).
+            "Provenance" => {
+                self.push("(")
+                    .refers("Provenance", id, "target", |s, x| {
+                        s.push(&format!("{x}.target_type = 'ServiceRequest' AND "));
+                        s.referral(o, &format!("{x}.target_id"), false);
+                    })
+                    .push(" OR ")
+                    .refers("Provenance", id, "target", |s, x| {
+                        s.push(&format!("{x}.target_type = 'Task' AND "));
+                        s.refers("Task", &format!("{x}.target_id"), "focus", |s, f| {
+                            s.push(&format!("{f}.target_type = 'ServiceRequest' AND "));
+                            s.referral(o, &format!("{f}.target_id"), false);
+                        });
+                    })
+                    .push(")");
+            }
             t if SHARED_TYPES.contains(&t) => {
                 self.push("1 = 1");
             }
@@ -330,6 +349,7 @@ pub(super) fn history(
                 let ruled: Vec<&str> = TRAIL_TYPES
                     .iter()
                     .chain(BASED_ON_TYPES)
+                    .chain(&["Provenance"])
                     .chain(SHARED_TYPES)
                     .copied()
                     .collect();

@@ -276,7 +276,10 @@ impl Store {
     ) -> Result<T, Option<FhirError>> {
         let mut conn = self.writer().map_err(Some)?;
         for _ in 0..ATTEMPTS {
-            match conn.transaction::<_, Attempt, _>(|c| attempt(c)) {
+            match conn.transaction::<_, Attempt, _>(|c| {
+                take_sqlite_write_lock(c)?;
+                attempt(c)
+            }) {
                 Ok(v) => return Ok(v),
                 Err(Attempt::Lost) => continue,
                 Err(Attempt::Failed(e)) => return Err(Some(e)),
@@ -284,6 +287,18 @@ impl Store {
         }
         Err(None)
     }
+}
+
+/// On SQLite, makes the transaction's first statement a write. A
+/// transaction that reads first holds a snapshot; if another process
+/// commits before it writes, SQLite refuses the write at once ("database is
+/// locked", no busy wait), where a transaction that writes first simply
+/// waits its turn. (The same as BEGIN IMMEDIATE; PostgreSQL needs nothing.)
+fn take_sqlite_write_lock(c: &mut AnyConnection) -> Result<(), Attempt> {
+    if let AnyConnection::Sqlite(c) = c {
+        diesel::sql_query("UPDATE feed_clock SET last = last WHERE id = 1").execute(c)?;
+    }
+    Ok(())
 }
 
 /// Gives this transaction's versions their places in the change feed. The
