@@ -480,6 +480,103 @@ async fn the_request_rate_is_limited_per_client_across_replicas(b: Backend) {
     }
 }
 
+/// Serves `body` at every path over plain HTTP on loopback, counting hits.
+async fn serve_jwks(body: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+async fn add_with_jwks_url(s: &Server, id: &str, url: &str) {
+    let out = tokio::process::Command::new(bin())
+        .args([
+            "client",
+            "add",
+            "--database-url",
+            &s.database_url,
+            "--id",
+            id,
+        ])
+        .args([
+            "--organization",
+            ORG,
+            "--role",
+            "admin",
+            "--scope",
+            "system/*.rs",
+        ])
+        .args(["--jwks-url", url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client may publish its keys at a URL: the hub fetches them when the
+/// client asks for a token, and keeps them a while. By default only https
+/// to public addresses is fetched (a guard against request forgery).
+async fn a_jwks_url_is_fetched_cached_and_guarded(b: Backend) {
+    let c = TestClient::new("published");
+    let (url, hits) = serve_jwks(c.jwks().to_string()).await;
+
+    let open = Server::start_with(b, &["--allow-private-jwks-urls"], &[]).await;
+    add_with_jwks_url(&open, "published", &url).await;
+    let token = open.token_for(&c, "system/*.rs").await;
+    assert_eq!(open.with_token(&token).status_of("/Patient").await, 200);
+    open.token_for(&c, "system/*.rs").await;
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the JWKS is cached"
+    );
+
+    // The default guard: this loopback http URL is not fetched.
+    let guarded = Server::start(b).await;
+    add_with_jwks_url(&guarded, "published", &url).await;
+    let (status, body) = guarded
+        .request_token(&c.assertion(&guarded.token_url()), "system/*.rs")
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("https"),
+        "{body}"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "nothing was fetched"
+    );
+}
+
 /// `sp-hub client add` refuses what it cannot use safely, naming why.
 async fn registration_refuses_bad_clients(s: Server) {
     let c = TestClient::new("bad");
@@ -585,6 +682,7 @@ both!(
     registration_refuses_bad_clients,
 );
 both_backends!(
+    a_jwks_url_is_fetched_cached_and_guarded,
     demo_clients_get_tokens_with_the_keys_written,
     the_request_rate_is_limited_per_client_across_replicas,
 );

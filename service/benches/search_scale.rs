@@ -380,12 +380,13 @@ fn bench_client(
     let point = key.verifying_key().to_encoded_point(false);
     let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": "bench",
         "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}]});
+    let jwks = jwks.to_string();
     sp_hub::auth::registration(
         id,
         "Organization/bench",
         "admin",
         "system/*.*",
-        &jwks.to_string(),
+        sp_hub::auth::Keys::Jwks(&jwks),
     )
 }
 

@@ -75,8 +75,16 @@ struct ClientAdd {
     #[arg(long)]
     scope: String,
     /// A file holding its JSON Web Key Set (public keys only).
+    #[arg(
+        long,
+        required_unless_present = "jwks_url",
+        conflicts_with = "jwks_url"
+    )]
+    jwks: Option<std::path::PathBuf>,
+    /// Or the https URL where it publishes its JWKS (fetched when it asks
+    /// for a token, cached for five minutes).
     #[arg(long)]
-    jwks: std::path::PathBuf,
+    jwks_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -107,6 +115,11 @@ struct ServeArgs {
     /// (in the database); more get 429 with Retry-After. 0: no limit.
     #[arg(long, env = "SP_HUB_RATE_LIMIT", default_value_t = 6000)]
     rate_limit: i64,
+    /// Let clients' JWKS URLs be http or resolve to private or local
+    /// addresses (a closed network, tests). Default: https to public
+    /// addresses only (a guard against server-side request forgery).
+    #[arg(long, env = "SP_HUB_ALLOW_PRIVATE_JWKS_URLS")]
+    allow_private_jwks_urls: bool,
     /// Public base URL of this server (e.g. https://sp-hub.example.nhs.uk)
     /// when it sits behind a proxy; the token endpoint's URL, which client
     /// assertions name as `aud`, is derived from it. Default: each
@@ -122,9 +135,19 @@ struct ServeArgs {
 fn client(cmd: ClientCommand) -> Result<(), String> {
     match cmd {
         ClientCommand::Add(a) => {
-            let jwks = std::fs::read_to_string(&a.jwks)
-                .map_err(|e| format!("cannot read {}: {e}", a.jwks.display()))?;
-            let row = sp_hub::auth::registration(&a.id, &a.organization, &a.role, &a.scope, &jwks)?;
+            let jwks = match &a.jwks {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            let keys = match (&jwks, &a.jwks_url) {
+                (Some(jwks), _) => sp_hub::auth::Keys::Jwks(jwks),
+                (None, Some(url)) => sp_hub::auth::Keys::Url(url),
+                (None, None) => return Err("give --jwks FILE or --jwks-url URL".into()),
+            };
+            let row = sp_hub::auth::registration(&a.id, &a.organization, &a.role, &a.scope, keys)?;
             sp_hub::store::Store::open(&a.db.database_url)?.add_client(&row)?;
             println!("client {} registered", a.id);
             Ok(())
@@ -175,6 +198,7 @@ fn main() -> std::process::ExitCode {
             max_bundle_entries: args.max_bundle_entries,
             token_lifetime: args.token_lifetime,
             rate_limit: args.rate_limit,
+            allow_private_jwks_urls: args.allow_private_jwks_urls,
             public_url: args.public_url,
             demo: args.demo,
         })),

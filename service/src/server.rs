@@ -16,6 +16,9 @@ pub struct ServeConfig {
     pub token_lifetime: i64,
     /// Requests a client may make a minute (0: no limit).
     pub rate_limit: i64,
+    /// Fetch clients' JWKS over http and from private addresses too (a
+    /// closed network, tests); else https to public addresses only.
+    pub allow_private_jwks_urls: bool,
     /// The public base URL (see `AppState::public_url`).
     pub public_url: Option<String>,
     /// Load the example PCN (`fhir-profiles/examples/demo-pcn.json`) once
@@ -64,6 +67,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
         key,
         token_lifetime: cfg.token_lifetime,
         rate_limit: cfg.rate_limit,
+        jwks: crate::auth::jwks_url::Fetcher::new(cfg.allow_private_jwks_urls),
         public_url: cfg.public_url,
         max_body_bytes: cfg.max_body_bytes,
         max_bundle_entries: cfg.max_bundle_entries,
@@ -128,7 +132,8 @@ fn demo_clients(store: &Store, dir: &std::path::Path) -> Result<(), String> {
             "kty": "EC", "crv": "P-384", "kid": format!("{id}-key-1"), "use": "sig", "alg": "ES384",
             "x": b64(point.x().expect("uncompressed")), "y": b64(point.y().expect("uncompressed")),
         }]});
-        let row = crate::auth::registration(id, org, role, scope, &jwks.to_string())?;
+        let jwks = jwks.to_string();
+        let row = crate::auth::registration(id, org, role, scope, crate::auth::Keys::Jwks(&jwks))?;
         let pem = key
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| format!("cannot encode the demo key: {e}"))?;

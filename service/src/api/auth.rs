@@ -221,6 +221,27 @@ pub async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
     );
     let url = token_url(&req, &state);
     let lifetime = state.token_lifetime;
+    // A client that publishes its keys at a URL: fetch them (cached) first,
+    // outside the database work.
+    let fetched = match assertion.as_deref().and_then(token::peek) {
+        Some((client_id, kid)) => {
+            let jwks_url = state
+                .store
+                .run(move |s| s.client(&client_id).map_err(FhirError::Internal))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.jwks_url);
+            match jwks_url {
+                Some(u) => match state.jwks.get(&u, kid.as_deref()).await {
+                    Ok(jwks) => Some(jwks),
+                    Err(why) => return oauth_error(&token::unusable_keys(why)),
+                },
+                None => None,
+            }
+        }
+        None => None,
+    };
     let state2 = state.clone();
     let issued = state
         .store
@@ -236,6 +257,7 @@ pub async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
                 },
                 &url,
                 lifetime,
+                fetched.as_deref(),
             ))
         })
         .await;

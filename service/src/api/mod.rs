@@ -23,6 +23,8 @@ pub struct AppState {
     pub store: Store,
     /// Signs and checks access tokens.
     pub key: crate::auth::token::ServerKey,
+    /// Clients' JWKS published at URLs.
+    pub jwks: crate::auth::jwks_url::Fetcher,
     /// Seconds an access token lives.
     pub token_lifetime: i64,
     /// Requests a client may make a minute, on all replicas together

@@ -4,6 +4,7 @@
 //! request and by Bundle processing for every entry.
 
 pub mod access;
+pub mod jwks_url;
 pub mod scopes;
 pub mod token;
 
@@ -44,15 +45,22 @@ impl Role {
     }
 }
 
+/// Where a client's public keys are: given at registration, or published
+/// at a URL the hub fetches (`auth::jwks_url`).
+pub enum Keys<'a> {
+    Jwks(&'a str),
+    Url(&'a str),
+}
+
 /// A checked registration: the id is usable, the organisation is a
 /// reference, the role and scopes parse, the JWKS holds public keys of the
-/// allowed kinds only.
+/// allowed kinds only (or the URL is one the hub could fetch).
 pub fn registration(
     id: &str,
     organization: &str,
     role: &str,
     scope: &str,
-    jwks: &str,
+    keys: Keys,
 ) -> Result<crate::store::ClientRow, String> {
     if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("the client id must be 1-128 visible ASCII characters".into());
@@ -66,15 +74,25 @@ pub fn registration(
     if scopes.is_empty() {
         return Err("a client needs at least one scope".into());
     }
-    token::check_jwks(jwks)?;
+    let (jwks, jwks_url) = match keys {
+        Keys::Jwks(jwks) => {
+            token::check_jwks(jwks)?;
+            (jwks.to_string(), None)
+        }
+        Keys::Url(url) => {
+            jwks_url::check_url(url, true)?;
+            (String::new(), Some(url.to_string()))
+        }
+    };
     Ok(crate::store::ClientRow {
         id: id.to_string(),
         organization: format!("Organization/{org_id}"),
         role: role.as_str().to_string(),
         scopes: scopes.to_string(),
-        jwks: jwks.to_string(),
+        jwks,
         disabled: false,
         created: crate::fhir::instant::now(),
+        jwks_url,
     })
 }
 

@@ -147,15 +147,33 @@ pub struct TokenRequest<'a> {
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
+/// The client id (`iss`) and key id an assertion names, unverified: only
+/// to find where the client's keys are.
+pub fn peek(assertion: &str) -> Option<(String, Option<String>)> {
+    let header = jsonwebtoken::decode_header(assertion).ok()?;
+    let claims: AssertionClaims = jsonwebtoken::dangerous::insecure_decode(assertion)
+        .ok()?
+        .claims;
+    Some((claims.iss, header.kid))
+}
+
+/// An assertion refused because the client's published keys could not be
+/// fetched.
+pub fn unusable_keys(why: String) -> OAuthError {
+    invalid_client(format!("the client's JWKS could not be used: {why}"))
+}
+
 /// The token endpoint: checks the client assertion and issues an access
 /// token for the requested scopes the client is registered for.
-/// `token_url` is this endpoint's URL (the assertion's required `aud`).
+/// `token_url` is this endpoint's URL (the assertion's required `aud`);
+/// `fetched_jwks` the client's keys when it publishes them at a URL.
 pub fn issue(
     store: &Store,
     key: &ServerKey,
     req: &TokenRequest,
     token_url: &str,
     lifetime: i64,
+    fetched_jwks: Option<&str>,
 ) -> Result<Issued, OAuthError> {
     match req.grant_type {
         Some("client_credentials") => {}
@@ -190,7 +208,7 @@ pub fn issue(
             status: 400,
         });
     }
-    let client = check_assertion(store, assertion, token_url)?;
+    let client = check_assertion(store, assertion, token_url, fetched_jwks)?;
     let registered = Scopes::parse(&client.scopes)
         .map_err(|e| invalid_client(format!("the client's registered scopes are unusable: {e}")))?;
     let granted = registered.grant(&requested);
@@ -239,6 +257,7 @@ fn check_assertion(
     store: &Store,
     assertion: &str,
     token_url: &str,
+    fetched_jwks: Option<&str>,
 ) -> Result<ClientRow, OAuthError> {
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|e| invalid_client(format!("client_assertion is not a signed JWT: {e}")))?;
@@ -271,7 +290,12 @@ fn check_assertion(
         .kid
         .as_deref()
         .ok_or_else(|| invalid_client("client_assertion has no kid header"))?;
-    let jwks: JwkSet = serde_json::from_str(&client.jwks)
+    let jwks_text = match (&client.jwks_url, fetched_jwks) {
+        (Some(_), Some(fetched)) => fetched,
+        (Some(_), None) => return Err(unusable_keys("they were not fetched".into())),
+        (None, _) => client.jwks.as_str(),
+    };
+    let jwks: JwkSet = serde_json::from_str(jwks_text)
         .map_err(|e| invalid_client(format!("the client's registered JWKS is unusable: {e}")))?;
     let jwk = jwks
         .find(kid)

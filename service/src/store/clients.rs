@@ -20,6 +20,8 @@ pub struct ClientRow {
     pub jwks: String,
     pub disabled: bool,
     pub created: String,
+    /// Where the client publishes its JWKS, instead of `jwks`.
+    pub jwks_url: Option<String>,
 }
 
 impl Store {

@@ -121,6 +121,7 @@ diesel::table! {
         jwks -> Text,
         disabled -> Bool,
         created -> Text,
+        jwks_url -> Nullable<Text>,
     }
 }
 
