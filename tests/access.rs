@@ -645,6 +645,22 @@ async fn each_side_changes_only_its_part(b: Backend) {
     );
     // Trail records are not deleted, by anyone but an admin.
     assert_eq!(gp.delete("/Task/task-046").await.status().as_u16(), 403);
+    // Nor is a deleted resource of another organisation written again
+    // (its old versions would come into the writer's view).
+    let mut enc = s.get_ok("/Encounter/contact-001-1").await;
+    assert!(s
+        .delete("/Encounter/contact-001-1")
+        .await
+        .status()
+        .is_success());
+    enc["basedOn"] = json!([{"reference": "ServiceRequest/referral-041"}]);
+    enc["subject"] = json!({"reference": "Patient/patient-041"});
+    let resp = vcs.put_json("/Encounter/contact-001-1", &enc).await;
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(
+        vcs.status_of("/Encounter/contact-001-1/_history/1").await,
+        404
+    );
 }
 
 /// A withdrawn consent stops the VCS's access to the trail at once; the

@@ -46,12 +46,20 @@ pub(super) fn put(
     Ok(outcome)
 }
 
-/// A live resource outside the caller's view answers as if absent.
+/// A live resource outside the caller's view answers as if absent. So does
+/// a deleted one the caller's organisation did not create: writing it again
+/// would make its earlier versions, someone else's, part of the caller's
+/// view.
 fn check_in_view(tx: &mut Tx, res_type: &str, id: &str) -> FhirResult<()> {
-    if tx.access().org().is_some()
-        && tx.read(res_type, id)?.is_some_and(|c| !c.deleted)
-        && tx.read_as(res_type, id)?.is_none()
-    {
+    let Some(o) = tx.access().org().cloned() else {
+        return Ok(());
+    };
+    let hidden = match tx.read(res_type, id)? {
+        None => false,
+        Some(c) if c.deleted => tx.creator(res_type, id)?.as_deref() != Some(o.org.as_str()),
+        Some(_) => tx.read_as(res_type, id)?.is_none(),
+    };
+    if hidden {
         return Err(not_found(res_type, id));
     }
     Ok(())

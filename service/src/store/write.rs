@@ -129,6 +129,17 @@ impl Tx<'_> {
             .map_err(db_error)
     }
 
+    /// The organisation whose client created a resource, if one did.
+    pub fn creator(&mut self, res_type: &str, res_id: &str) -> FhirResult<Option<String>> {
+        use super::schema::resource_creators as rc;
+        rc::table
+            .find((res_type, res_id))
+            .select(rc::organization)
+            .first(self.c)
+            .optional()
+            .map_err(db_error)
+    }
+
     /// The live resources this transaction wrote that its caller could not
     /// see now: writes must stay inside the caller's view.
     pub fn written_out_of_view(&mut self) -> FhirResult<Vec<(String, String)>> {
