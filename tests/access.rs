@@ -20,6 +20,8 @@ struct Demo {
     referrals: BTreeMap<String, (String, String)>,
     /// task id → (focus referral id, owner reference, status)
     tasks: BTreeMap<String, (String, Option<String>, String)>,
+    /// sub-task id → parent task id
+    parents: BTreeMap<String, String>,
     /// PractitionerRole id → (organization id, PCN served)
     roles: BTreeMap<String, (String, Option<String>)>,
     /// organization id → partOf organization id
@@ -36,6 +38,7 @@ impl Demo {
         let mut d = Demo {
             referrals: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            parents: BTreeMap::new(),
             roles: BTreeMap::new(),
             part_of: BTreeMap::new(),
         };
@@ -54,6 +57,9 @@ impl Demo {
                     );
                 }
                 "Task" => {
+                    if let Some(p) = r["partOf"][0]["reference"].as_str() {
+                        d.parents.insert(id.clone(), id_of(p));
+                    }
                     d.tasks.insert(
                         id,
                         (
@@ -141,14 +147,16 @@ impl Demo {
                             .keys()
                             .any(|u| self.tasks[u].0 == *sr && self.owned_by(u, org))
                 }
-                _ => self.owned_by(t, org) || self.in_pool_of(t, org),
+                _ => {
+                    self.owned_by(t, org)
+                        || self.in_pool_of(t, org)
+                        || self.parents.get(*t).is_some_and(|p| self.owned_by(p, org))
+                }
             })
             .cloned()
             .collect();
-        let referrals: BTreeSet<String> = match role {
-            "gp" | "pcn" => tasks.iter().map(|t| self.tasks[t].0.clone()).collect(),
-            _ => tasks.iter().map(|t| self.tasks[t].0.clone()).collect(),
-        };
+        // Every role sees the referrals of the Tasks it sees.
+        let referrals: BTreeSet<String> = tasks.iter().map(|t| self.tasks[t].0.clone()).collect();
         let patients = referrals
             .iter()
             .map(|r| id_of(&self.referrals[r].1))

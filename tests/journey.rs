@@ -3,7 +3,8 @@
 //! transaction, its Task waits in the open pool, a VCS-subcontracted link
 //! worker claims it, records contacts, holding work and baseline and
 //! follow-up outcomes, refers on to a debt-advice service as a sub-task,
-//! completes; the referral follows, and the GP reads the whole trail.
+//! completes; the referral follows, and the GP reads the whole trail. Each
+//! organisation acts through its own client, with its own view.
 
 mod common;
 
@@ -74,6 +75,13 @@ fn outcome(referral: &str, patient: &str, timing: &str, code: &str, value: i64) 
 
 async fn a_referral_travels_from_gp_to_link_worker_and_back(b: Backend) {
     let s = Server::start_with(b, &["--demo"], &[]).await;
+    // Each organisation acts as itself, with its own client and view.
+    let all = "system/*.cruds";
+    let gp = s.as_new_client("journey-gp", PRACTICE, "gp", all).await;
+    let vcs = s.as_new_client("journey-vcs", VCS, "vcs", all).await;
+    let money = s
+        .as_new_client("journey-money", DEBT_ADVICE, "vcs", all)
+        .await;
 
     // 1. The GP system sends patient and referral as one transaction.
     let mut sr = service_request("x", "REF-JOURNEY");
@@ -86,14 +94,14 @@ async fn a_referral_travels_from_gp_to_link_worker_and_back(b: Backend) {
         {"fullUrl": REFERRAL_URN, "resource": sr,
          "request": {"method": "POST", "url": "ServiceRequest"}}
     ]});
-    let out = expect_json(s.post_json("/", &bundle).await, 200).await;
+    let out = expect_json(gp.post_json("/", &bundle).await, 200).await;
     let e = entries(&out);
     let patient_ref = format!("Patient/{}", e[0]["resource"]["id"].as_str().unwrap());
     let referral_id = e[1]["resource"]["id"].as_str().unwrap().to_string();
     let referral = format!("ServiceRequest/{referral_id}");
 
     // 2. Its Task waits in the open pool, found by the documented query.
-    let pool = s
+    let pool = vcs
         .get_ok(&format!(
             "/Task?owner:missing=true&status=requested&focus={referral}"
         ))
@@ -105,11 +113,11 @@ async fn a_referral_travels_from_gp_to_link_worker_and_back(b: Backend) {
     // 3. A VCS-subcontracted link worker claims it (owner + accepted).
     let mut claim = task.clone();
     claim["owner"] = json!({"reference": LINK_WORKER});
-    let task = move_task(&s, &claim, "accepted").await;
-    let task = move_task(&s, &task, "in-progress").await;
+    let task = move_task(&vcs, &claim, "accepted").await;
+    let task = move_task(&vcs, &task, "in-progress").await;
 
     // 4. Contacts and holding work on the trail.
-    let contact = s
+    let contact = vcs
         .create(&json!({
             "resourceType": "Encounter", "meta": profile("sp-contact"),
             "status": "finished",
@@ -122,7 +130,7 @@ async fn a_referral_travels_from_gp_to_link_worker_and_back(b: Backend) {
             "length": {"value": 40, "unit": "min", "system": "http://unitsofmeasure.org", "code": "min"}
         }))
         .await;
-    let holding = s
+    let holding = vcs
         .create(&json!({
             "resourceType": "Procedure", "meta": profile("sp-holding-work"),
             "status": "completed",
@@ -140,13 +148,13 @@ async fn a_referral_travels_from_gp_to_link_worker_and_back(b: Backend) {
     for (timing, ons4, swemwbs) in [("baseline", 4, 18), ("follow-up", 7, 24)] {
         for (code, value) in [("ons4-life-satisfaction", ons4), ("swemwbs-total", swemwbs)] {
             outcomes.push(
-                s.create(&outcome(&referral, &patient_ref, timing, code, value))
+                vcs.create(&outcome(&referral, &patient_ref, timing, code, value))
                     .await,
             );
         }
     }
     // An impossible score is refused and written nowhere.
-    let resp = s
+    let resp = vcs
         .post_json(
             "/Observation",
             &outcome(
@@ -168,27 +176,30 @@ async fn a_referral_travels_from_gp_to_link_worker_and_back(b: Backend) {
     sub["status"] = json!("requested");
     sub["partOf"] = json!([{"reference": task_ref}]);
     sub["owner"] = json!({"reference": DEBT_ADVICE});
-    let sub = s.create(&sub).await;
+    let sub = vcs.create(&sub).await;
     let mut early = task.clone();
     early["status"] = json!("completed");
-    let resp = s.put_json(&task_ref, &early).await;
+    let resp = vcs.put_json(&task_ref, &early).await;
     assert_outcome(resp, 409, "business-rule").await;
-    let sub = move_task(&s, &sub, "accepted").await;
-    let sub = move_task(&s, &sub, "completed").await;
+    // The debt-advice service works its sub-task; it sees no more of the
+    // trail than that.
+    assert_eq!(money.status_of(&task_ref).await, 404);
+    let sub = move_task(&money, &sub, "accepted").await;
+    let sub = move_task(&money, &sub, "completed").await;
     assert_eq!(
-        s.get_ok(&format!("/{referral}")).await["status"],
+        gp.get_ok(&format!("/{referral}")).await["status"],
         "active",
         "a sub-task ending leaves the referral open"
     );
 
     // 7. The link worker completes; the referral follows.
-    let task = move_task(&s, &task, "completed").await;
-    let sr = s.get_ok(&format!("/{referral}")).await;
+    let task = move_task(&vcs, &task, "completed").await;
+    let sr = gp.get_ok(&format!("/{referral}")).await;
     assert_eq!(sr["status"], "completed");
     assert_eq!(sr["meta"]["versionId"], "2");
 
     // 8. The GP reads the trail: every step, in time order, with who did it.
-    let trail = s.get_ok(&format!("/{referral}/$trail")).await;
+    let trail = gp.get_ok(&format!("/{referral}/$trail")).await;
     let steps: Vec<(String, String)> = entries(&trail)
         .iter()
         .map(|e| {
@@ -228,6 +239,36 @@ async fn a_referral_travels_from_gp_to_link_worker_and_back(b: Backend) {
     }
     has(&contact, "1");
     has(&holding, "1");
+    // Each organisation's writes carry their Provenance, which the GP sees
+    // on its trail: who acted, for which organisation.
+    let authors: std::collections::BTreeSet<(String, String)> = entries(&trail)
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == "Provenance")
+        .map(|r| {
+            let a = &r["agent"][0];
+            (
+                a["who"]["identifier"]["value"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                a["onBehalfOf"]["reference"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    for who in [
+        ("journey-gp", PRACTICE),
+        ("journey-vcs", VCS),
+        ("journey-money", DEBT_ADVICE),
+    ] {
+        assert!(
+            authors.contains(&(who.0.to_string(), who.1.to_string())),
+            "{who:?} not among the trail's Provenance: {authors:?}"
+        );
+    }
     for o in &outcomes {
         has(o, "1");
     }

@@ -17,7 +17,7 @@
 //!   referral and a minimised Patient.
 //!
 //! From a caller's referrals follow its Tasks (`focus`; a VCS: only the
-//! Tasks it owns or can claim), Patients (`subject`), Consents (`patient`)
+//! Tasks it owns, their sub-tasks, and those it can claim), Patients (`subject`), Consents (`patient`)
 //! and the records based on them (Encounter, Procedure, Observation,
 //! Communication, QuestionnaireResponse `basedOn`). Directory and
 //! definition resources are readable by everyone. Anything else is seen by
@@ -226,7 +226,14 @@ pub fn task_write(role: Role, before: Option<&Value>, after: &Value) -> Result<(
         }
         Role::Vcs => {
             let Some(before) = before else {
-                return Err("a VCS client works Tasks it is given; it may not create them".into());
+                // An onward referral: a sub-task of a Task it works. (That
+                // the parent is its own is checked with the view: a VCS
+                // sees sub-tasks of the Tasks it owns.)
+                return if after.get("partOf").is_some() {
+                    Ok(())
+                } else {
+                    Err("a VCS client works Tasks it is given; it creates only sub-tasks (partOf) of those".into())
+                };
             };
             if changed && ["cancelled", "entered-in-error"].contains(&new_status.as_str()) {
                 return Err(format!(
@@ -287,6 +294,9 @@ mod tests {
         moved["focus"] = json!({"reference": "ServiceRequest/2"});
         assert!(task_write(Role::Vcs, Some(&before), &moved).is_err());
         assert!(task_write(Role::Vcs, None, &before).is_err());
+        let mut sub = before.clone();
+        sub["partOf"] = json!([{"reference": "Task/parent"}]);
+        assert!(task_write(Role::Vcs, None, &sub).is_ok());
         assert!(task_write(Role::Gp, Some(&before), &t("accepted", "Organization/v")).is_err());
         assert!(task_write(Role::Gp, Some(&before), &t("cancelled", "Organization/v")).is_ok());
         assert!(task_write(Role::Gp, None, &before).is_ok());

@@ -202,8 +202,16 @@ impl Sql {
                 self.referral(o, id, true);
             }
             "Task" if o.role == Role::Vcs => {
-                self.push("(")
+                // Its own Tasks, the sub-tasks (onward referrals) of those,
+                // and the open pool it may claim from.
+                self.push("((")
                     .owned(o, id)
+                    .push(" OR ")
+                    .refers("Task", id, "part-of", |s, x| {
+                        s.push(&format!("{x}.target_type = 'Task' AND "));
+                        s.owned(o, &format!("{x}.target_id"));
+                    })
+                    .push(")")
                     .push(" AND NOT ")
                     .refers("Task", id, "focus", |s, x| {
                         s.push(&format!("{x}.target_type = 'ServiceRequest' AND "));
