@@ -538,6 +538,54 @@ async fn each_side_changes_only_its_part(b: Backend) {
             "{oo}"
         );
     }
+    // Onward referrals: a sub-task of a Task it owns, about the same
+    // referral and person; not a way into someone else's referral.
+    let onward = |parent: &str, focus: &str, owner: &str| {
+        let mut t = task.clone();
+        let o = t.as_object_mut().unwrap();
+        o.remove("id");
+        o.remove("meta");
+        t["partOf"] = json!([{"reference": format!("Task/{parent}")}]);
+        t["focus"] = json!({"reference": format!("ServiceRequest/{focus}")});
+        t["owner"] = json!({"reference": owner});
+        t["status"] = json!("requested");
+        t["identifier"] =
+            json!([{"system": REFERRAL_ID, "value": format!("onward-{parent}-{focus}")}]);
+        t
+    };
+    let wellbeing = "Organization/org-vcs-wellbeing";
+    let resp = vcs
+        .post_json("/Task", &onward("task-001", "referral-001", wellbeing))
+        .await;
+    assert_eq!(resp.status().as_u16(), 404, "a sub-task of another's Task");
+    let resp = vcs
+        .post_json("/Task", &onward("task-041", "referral-001", wellbeing))
+        .await;
+    assert_eq!(
+        resp.status().as_u16(),
+        403,
+        "a sub-task about another referral"
+    );
+    assert_eq!(vcs.status_of("/ServiceRequest/referral-001").await, 404);
+    let sub = vcs
+        .create(&onward(
+            "task-041",
+            "referral-041",
+            "Organization/org-vcs-money-advice",
+        ))
+        .await;
+    let sub_path = format!("/Task/{}", sub["id"].as_str().unwrap());
+    assert_eq!(
+        vcs.status_of(&sub_path).await,
+        200,
+        "it sees the onward referral it made"
+    );
+    assert_eq!(
+        c.vcs_money.status_of(&sub_path).await,
+        200,
+        "and so does its owner"
+    );
+
     // Moving the Task to an organisation it is not: out of its view.
     let mut t = task.clone();
     t["owner"] = json!({"reference": "Organization/org-vcs-money-advice"});

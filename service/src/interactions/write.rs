@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{live, not_found, Created, Criteria};
 use crate::auth::access;
 use crate::auth::Principal;
+use crate::auth::Role;
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::fhir::resource::{self, Format};
 use crate::store::{Current, Decision, Tx, WriteOutcome};
@@ -31,6 +32,12 @@ pub(super) fn put(
         return step(tx, res_type, id, method, next);
     };
     check_in_view(tx, res_type, id)?;
+    // A VCS's new Task is checked as an onward referral before anything
+    // else looks at it (the workflow's rules would name the parent's state).
+    if o.role == Role::Vcs && res_type == "Task" && tx.read(res_type, id)?.is_none_or(|c| c.deleted)
+    {
+        onward_referral(tx, &o.org, &next(None)?)?;
+    }
     let outcome = step(tx, res_type, id, method, &|current| {
         let resource = next(current)?;
         let before = current
@@ -44,6 +51,50 @@ pub(super) fn put(
         tx.record_creator(res_type, id, &o.org)?;
     }
     Ok(outcome)
+}
+
+/// A VCS's new Task is an onward referral: a sub-task of a Task the VCS
+/// owns, about the same referral and person, so it reaches nothing the
+/// VCS could not see already.
+fn onward_referral(tx: &mut Tx, org: &str, sub: &Value) -> FhirResult<()> {
+    let refused = |why: &str| FhirError::Forbidden(format!("Task.partOf: {why}"));
+    let parent_id = sub["partOf"][0]["reference"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("Task/"))
+        .ok_or_else(|| refused("an onward referral names its parent Task"))?;
+    let parent: Value = match tx.read("Task", parent_id)? {
+        Some(c) if !c.deleted => serde_json::from_str(&c.body)
+            .map_err(|e| FhirError::Internal(format!("stored JSON unreadable: {e}")))?,
+        _ => return Err(not_found("Task", parent_id)),
+    };
+    let owner = parent["owner"]["reference"].as_str().unwrap_or("");
+    let owner_org = match owner.split_once('/') {
+        Some(("Organization", id)) => Some(id.to_string()),
+        Some(("PractitionerRole", id)) => tx
+            .read("PractitionerRole", id)?
+            .filter(|c| !c.deleted)
+            .and_then(|c| serde_json::from_str::<Value>(&c.body).ok())
+            .and_then(|r| {
+                r["organization"]["reference"]
+                    .as_str()
+                    .and_then(|o| o.strip_prefix("Organization/"))
+                    .map(String::from)
+            }),
+        _ => None,
+    };
+    if owner_org.as_deref() != Some(org) {
+        // Not its Task: as if it were not there.
+        return Err(not_found("Task", parent_id));
+    }
+    for e in ["focus", "for"] {
+        if sub.get(e) != parent.get(e) {
+            return Err(FhirError::Forbidden(format!(
+                "Task.{e}: an onward referral is about the same {} as its parent Task",
+                if e == "focus" { "referral" } else { "person" }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A live resource outside the caller's view answers as if absent. So does
