@@ -585,6 +585,24 @@ async fn each_side_changes_only_its_part(b: Backend) {
         200,
         "and so does its owner"
     );
+    // On its onward referral the VCS is the requester side: it may cancel
+    // it, not accept it for the service it referred to.
+    let mut accept = vcs.get_ok(&sub_path).await;
+    accept["status"] = json!("accepted");
+    assert_eq!(
+        vcs.put_json(&sub_path, &accept).await.status().as_u16(),
+        403
+    );
+    let mut cancel = vcs.get_ok(&sub_path).await;
+    cancel["status"] = json!("cancelled");
+    cancel["statusReason"] = json!({"coding": [{"system": SP_STATUS_REASON, "code": "other"}]});
+    let resp = vcs.put_json(&sub_path, &cancel).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
 
     // Moving the Task to an organisation it is not: out of its view.
     let mut t = task.clone();

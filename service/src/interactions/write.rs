@@ -32,18 +32,31 @@ pub(super) fn put(
         return step(tx, res_type, id, method, next);
     };
     check_in_view(tx, res_type, id)?;
-    // A VCS's new Task is checked as an onward referral before anything
-    // else looks at it (the workflow's rules would name the parent's state).
-    if o.role == Role::Vcs && res_type == "Task" && tx.read(res_type, id)?.is_none_or(|c| c.deleted)
-    {
-        onward_referral(tx, &o.org, &next(None)?)?;
+    let mut role = o.role;
+    if o.role == Role::Vcs && res_type == "Task" {
+        match tx.read(res_type, id)?.filter(|c| !c.deleted) {
+            // A VCS's new Task is checked as an onward referral before
+            // anything else looks at it (the workflow's rules would name
+            // the parent's state).
+            None => onward_referral(tx, &o.org, &next(None)?)?,
+            // A Task it sees but neither owns nor may claim is an onward
+            // referral it made: on that one it is the requester side.
+            Some(c) => {
+                let task: Value = serde_json::from_str(&c.body)
+                    .map_err(|e| FhirError::Internal(format!("stored JSON unreadable: {e}")))?;
+                let claimable = task.get("owner").is_none();
+                if !claimable && owner_org(tx, &task)?.as_deref() != Some(o.org.as_str()) {
+                    role = Role::Gp;
+                }
+            }
+        }
     }
     let outcome = step(tx, res_type, id, method, &|current| {
         let resource = next(current)?;
         let before = current
             .filter(|c| !c.deleted)
             .and_then(|c| serde_json::from_str::<Value>(&c.body).ok());
-        access::check_write(o.role, res_type, before.as_ref(), Some(&resource))
+        access::check_write(role, res_type, before.as_ref(), Some(&resource))
             .map_err(FhirError::Forbidden)?;
         Ok(resource)
     })?;
@@ -67,22 +80,7 @@ fn onward_referral(tx: &mut Tx, org: &str, sub: &Value) -> FhirResult<()> {
             .map_err(|e| FhirError::Internal(format!("stored JSON unreadable: {e}")))?,
         _ => return Err(not_found("Task", parent_id)),
     };
-    let owner = parent["owner"]["reference"].as_str().unwrap_or("");
-    let owner_org = match owner.split_once('/') {
-        Some(("Organization", id)) => Some(id.to_string()),
-        Some(("PractitionerRole", id)) => tx
-            .read("PractitionerRole", id)?
-            .filter(|c| !c.deleted)
-            .and_then(|c| serde_json::from_str::<Value>(&c.body).ok())
-            .and_then(|r| {
-                r["organization"]["reference"]
-                    .as_str()
-                    .and_then(|o| o.strip_prefix("Organization/"))
-                    .map(String::from)
-            }),
-        _ => None,
-    };
-    if owner_org.as_deref() != Some(org) {
+    if owner_org(tx, &parent)?.as_deref() != Some(org) {
         // Not its Task: as if it were not there.
         return Err(not_found("Task", parent_id));
     }
@@ -95,6 +93,26 @@ fn onward_referral(tx: &mut Tx, org: &str, sub: &Value) -> FhirResult<()> {
         }
     }
     Ok(())
+}
+
+/// The organisation a Task's owner is (an Organization, or the one a
+/// PractitionerRole belongs to).
+fn owner_org(tx: &mut Tx, task: &Value) -> FhirResult<Option<String>> {
+    let owner = task["owner"]["reference"].as_str().unwrap_or("");
+    Ok(match owner.split_once('/') {
+        Some(("Organization", id)) => Some(id.to_string()),
+        Some(("PractitionerRole", id)) => tx
+            .read("PractitionerRole", id)?
+            .filter(|c| !c.deleted)
+            .and_then(|c| serde_json::from_str::<Value>(&c.body).ok())
+            .and_then(|r| {
+                r["organization"]["reference"]
+                    .as_str()
+                    .and_then(|o| o.strip_prefix("Organization/"))
+                    .map(String::from)
+            }),
+        _ => None,
+    })
 }
 
 /// A live resource outside the caller's view answers as if absent. So does
