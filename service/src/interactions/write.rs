@@ -31,10 +31,10 @@ pub(super) fn put(
     let Some(o) = tx.access().org().cloned() else {
         return step(tx, res_type, id, method, next);
     };
-    check_in_view(tx, res_type, id)?;
+    let current = check_in_view(tx, res_type, id)?;
     let mut role = o.role;
     if o.role == Role::Vcs && res_type == "Task" {
-        match tx.read(res_type, id)?.filter(|c| !c.deleted) {
+        match current.filter(|c| !c.deleted) {
             // A VCS's new Task is checked as an onward referral before
             // anything else looks at it (the workflow's rules would name
             // the parent's state).
@@ -118,12 +118,13 @@ fn owner_org(tx: &mut Tx, task: &Value) -> FhirResult<Option<String>> {
 /// A live resource outside the caller's view answers as if absent. So does
 /// a deleted one the caller's organisation did not create: writing it again
 /// would make its earlier versions, someone else's, part of the caller's
-/// view.
-fn check_in_view(tx: &mut Tx, res_type: &str, id: &str) -> FhirResult<()> {
+/// view. Returns the current row (as stored), for the caller's other checks.
+fn check_in_view(tx: &mut Tx, res_type: &str, id: &str) -> FhirResult<Option<Current>> {
+    let current = tx.read(res_type, id)?;
     let Some(o) = tx.access().org().cloned() else {
-        return Ok(());
+        return Ok(current);
     };
-    let hidden = match tx.read(res_type, id)? {
+    let hidden = match &current {
         None => false,
         Some(c) if c.deleted => tx.creator(res_type, id)?.as_deref() != Some(o.org.as_str()),
         Some(_) => tx.read_as(res_type, id)?.is_none(),
@@ -131,7 +132,7 @@ fn check_in_view(tx: &mut Tx, res_type: &str, id: &str) -> FhirResult<()> {
     if hidden {
         return Err(not_found(res_type, id));
     }
-    Ok(())
+    Ok(current)
 }
 
 /// Writes the version `next` makes from the current row. The workflow

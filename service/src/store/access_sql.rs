@@ -5,11 +5,8 @@
 
 use std::collections::HashSet;
 
-use diesel::sql_types::Text;
-use diesel::QueryableByName;
-
 use super::pool::{db_error, AnyConnection};
-use super::sql::{load, Bind, Sql};
+use super::sql::{load, Bind, Count, Id, Sql};
 use super::{HistoryQuery, HistoryScope, Page, Version};
 use crate::auth::access::{creator_sees, Access, OrgAccess, BASED_ON_TYPES, SHARED_TYPES};
 use crate::auth::Role;
@@ -299,12 +296,6 @@ impl Sql {
     }
 }
 
-#[derive(QueryableByName)]
-struct Id {
-    #[diesel(sql_type = Text)]
-    res_id: String,
-}
-
 /// Which of `ids` (of `res_type`) are in the view of `o`.
 pub(super) fn visible_ids(
     c: &mut AnyConnection,
@@ -327,12 +318,6 @@ pub(super) fn visible_ids(
     }
     sql.push(") AND ").visible(o, res_type, "r0.res_id");
     Ok(load!(c, sql, Id)?.into_iter().map(|r| r.res_id).collect())
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
 }
 
 /// History as `o` may see it: versions of resources in its view now.

@@ -110,12 +110,6 @@ impl Store {
     }
 }
 
-#[derive(diesel::QueryableByName)]
-struct Counted {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    count: i64,
-}
-
 impl Store {
     /// Counts one request of `client_id` in the window starting at
     /// `window_start` (Unix seconds) and returns the window's count so far.
@@ -135,12 +129,12 @@ impl Store {
             format!(
                 "INSERT INTO rate_counts (client_id, window_start, count) VALUES ({}, {}, 1) \
                  ON CONFLICT (client_id, window_start) DO UPDATE SET count = rate_counts.count + 1 \
-                 RETURNING count",
+                 RETURNING count AS n",
                 p(1),
                 p(2)
             )
         };
-        let counted: Vec<Counted> = match &mut *conn {
+        let counted: Vec<super::sql::Count> = match &mut *conn {
             super::pool::AnyConnection::Postgresql(c) => diesel::sql_query(sql(true))
                 .bind::<Text, _>(client_id)
                 .bind::<BigInt, _>(window_start)
@@ -151,7 +145,7 @@ impl Store {
                 .load(c),
         }
         .map_err(|e| e.to_string())?;
-        let count = counted.first().map_or(1, |c| c.count);
+        let count = counted.first().map_or(1, |c| c.n);
         if count == 1 {
             use super::schema::rate_counts;
             diesel::delete(

@@ -5,10 +5,10 @@
 //! run time; every value goes in as a bind, never into the text.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 
 use super::pool::{db_error, AnyConnection};
-use super::sql::{load, Bind, Sql};
+use super::sql::{load, Bind, Count, Id, Sql};
 use super::{Current, Page};
 use crate::fhir::outcome::FhirResult;
 use std::collections::HashSet;
@@ -19,18 +19,6 @@ use crate::search::{
     Clause, DateBound, Include, Match, NumberBound, Prefix, SearchQuery, SortKey, StringMatch,
     Target, TokenFilter, MAX_SORT_KEYS,
 };
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-#[derive(QueryableByName)]
-struct Id {
-    #[diesel(sql_type = Text)]
-    res_id: String,
-}
 
 pub(super) fn search(
     c: &mut AnyConnection,

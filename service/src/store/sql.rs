@@ -6,6 +6,20 @@ use diesel::RunQueryDsl;
 
 use super::pool::AnyConnection;
 
+/// A row of `SELECT COUNT(*) AS n` (or any `… AS n` number).
+#[derive(diesel::QueryableByName)]
+pub(super) struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(super) n: i64,
+}
+
+/// A row of `SELECT … res_id`.
+#[derive(diesel::QueryableByName)]
+pub(super) struct Id {
+    #[diesel(sql_type = Text)]
+    pub(super) res_id: String,
+}
+
 pub(super) enum Bind {
     Text(String),
     Double(f64),
