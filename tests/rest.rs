@@ -138,9 +138,14 @@ async fn every_hub_resource_type_can_be_created_and_read(s: Server) {
         );
         let read = s.get_ok(&format!("/{rt}/{id}")).await;
         assert_eq!(read["resourceType"], rt);
+        let mut written = r.clone();
+        if rt == "Subscription" {
+            // Its signing secret is kept apart, never in the resource.
+            written.as_object_mut().unwrap().remove("extension");
+        }
         assert_eq!(
             content(&read),
-            content(r),
+            content(&written),
             "{rt} should read back as written"
         );
     }

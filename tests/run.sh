@@ -7,12 +7,24 @@
 #      SP_HUB_TEST_PG_URL for the Rust tests (each Rust test runs on both the
 #      SQLite and the PostgreSQL backend);
 #   3. builds and runs the Rust test suite (cargo nextest when installed,
-#      cargo test otherwise); extra arguments go to that test runner;
+#      cargo test otherwise); extra arguments go to that test runner. It
+#      includes the reliability tests (tests/reliability.rs: 2,000 referrals
+#      each sent twice by 16 clients, kill -9 under write load, 100 If-Match
+#      updates of one version; under a minute) and proptest property tests
+#      of the parsers, the Task state machine and Bundle reference rewriting;
 #   4. runs the independent Python FHIR client checks against a real
 #      `sp-hub serve`, each on its own fresh SQLite file:
 #      tests/python/check_fhirclient.py (fhir.resources validates what the
 #      server writes) and tests/python/check_fhirpy.py (the fhirpy client
 #      drives search: chaining, _has, _include/_revinclude, paging, ...),
+#      tests/python/check_export.py (on the example PCN: a Bulk Data export
+#      read with requests, every NDJSON line parsed by fhir.resources, the
+#      counts checked against the API's), tests/python/check_notify.py (a
+#      standard-library webhook receiver verifies the signed notifications,
+#      fhir.resources validates them), tests/python/check_contract.py
+#      (schemathesis generates requests from openapi.yaml, a fixed seed and
+#      a few examples per operation: no 5xx, every response matches the
+#      schema),
 #      and tests/python/check_profiles.py (offline: the profiles, code
 #      systems and examples in fhir-profiles/ are valid R4 and agree); each
 #      server gets an admin client whose token tests/python/sp_hub_auth.py
@@ -76,6 +88,11 @@ if ! command -v python3 >/dev/null 2>&1; then
 fi
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
 	apt_install python3-venv
+fi
+
+# Headless Chromium for the dashboard page test (tests/dashboard_page.rs).
+if ! command -v chromium >/dev/null 2>&1; then
+	apt_install chromium
 fi
 
 # Directory holding initdb/pg_ctl/createdb of one PostgreSQL installation.
@@ -281,10 +298,13 @@ setup_venv() {
 }
 
 # Starts `sp-hub serve` on a new SQLite file, so each check gets a fresh,
-# empty server; sets SERVER_PID, SERVER_URL and SERVER_ERR (its stderr), or
-# returns 1 after printing why.
+# empty server (further arguments go to `serve`, e.g. --demo; it runs in
+# the work directory, where --demo writes its clients' keys); sets
+# SERVER_PID, SERVER_URL and SERVER_ERR (its stderr), or returns 1 after
+# printing why.
 start_server() {
 	local name="$1" bin="$REPO_ROOT/target/debug/sp-hub" out="$WORK_DIR/server-$1.out"
+	shift
 	local line i
 	SERVER_URL=""
 	SERVER_ERR="$WORK_DIR/server-$name.err"
@@ -294,7 +314,8 @@ start_server() {
 		"$bin" client add --database-url "$WORK_DIR/$name.db" --id "check-$name" \
 			--organization Organization/hub-operator --role admin --scope 'system/*.*' \
 			--jwks "$WORK_DIR/check-$name.jwks.json" >/dev/null || return 1
-	"$bin" serve --listen 127.0.0.1:0 --database-url "$WORK_DIR/$name.db" >"$out" 2>"$SERVER_ERR" &
+	(cd "$WORK_DIR" && exec "$bin" serve --listen 127.0.0.1:0 --database-url "$WORK_DIR/$name.db" "$@") \
+		>"$out" 2>"$SERVER_ERR" &
 	SERVER_PID=$!
 	for ((i = 0; i < 300; i++)); do
 		if IFS= read -r line <"$out" && [[ $line =~ ^sp-hub\ listening\ on\ (http://[^[:space:]]+)$ ]]; then
@@ -336,7 +357,8 @@ prepare_python_checks() {
 # Runs tests/python/<script> against its own fresh server.
 run_python_check() {
 	local name="$1" script="$2" rc=0
-	start_server "$name" || return 1
+	shift 2
+	start_server "$name" "$@" || return 1
 	log "running tests/python/$script against $SERVER_URL"
 	SP_HUB_TOKEN="$("$VENV/bin/python" "$REPO_ROOT/tests/python/sp_hub_auth.py" token \
 		"$SERVER_URL" "check-$name" "$WORK_DIR/check-$name.key.pem" 'system/*.*')" || rc=$?
@@ -355,9 +377,21 @@ FHIRCLIENT_RC=0
 FHIRPY_RC=0
 PROFILES_RC=0
 DEPLOY_RC=0
+EXPORT_RC=0
+NOTIFY_RC=0
+CONTRACT_RC=0
 if prepare_python_checks; then
 	run_python_check fhirclient check_fhirclient.py || FHIRCLIENT_RC=$?
 	run_python_check fhirpy check_fhirpy.py || FHIRPY_RC=$?
+	# Bulk Data export of the example PCN, read by an independent client.
+	run_python_check export check_export.py --demo || EXPORT_RC=$?
+	# Push notifications received and verified by a standard-library
+	# webhook receiver, the way the README tells a VCS to.
+	run_python_check notify check_notify.py --allow-loopback-subscriptions || NOTIFY_RC=$?
+	# The API contract: schemathesis against openapi.yaml, bounded (fixed
+	# seed, few examples); thousands of requests, so no rate limit, and a
+	# token that outlives the run.
+	run_python_check contract check_contract.py --rate-limit 0 --token-lifetime 3600 || CONTRACT_RC=$?
 	# Offline: the profiles, code systems and examples in fhir-profiles/,
 	# read by fhir.resources and checked code by code, reference by reference.
 	log "running tests/python/check_profiles.py"
@@ -371,6 +405,9 @@ else
 	FHIRPY_RC=1
 	PROFILES_RC=1
 	DEPLOY_RC=1
+	EXPORT_RC=1
+	NOTIFY_RC=1
+	CONTRACT_RC=1
 fi
 
 # The compose topology without containers: its own throwaway PostgreSQL,
@@ -390,7 +427,9 @@ else
 	echo "rust tests ($RUNNER): FAILED (exit status $RUST_RC)"
 fi
 PY_PASSED=0
-for check in fhirclient:$FHIRCLIENT_RC fhirpy:$FHIRPY_RC profiles:$PROFILES_RC deploy:$DEPLOY_RC; do
+PY_TOTAL=0
+for check in fhirclient:$FHIRCLIENT_RC fhirpy:$FHIRPY_RC profiles:$PROFILES_RC deploy:$DEPLOY_RC export:$EXPORT_RC notify:$NOTIFY_RC contract:$CONTRACT_RC; do
+	PY_TOTAL=$((PY_TOTAL + 1))
 	if [[ ${check#*:} == 0 ]]; then
 		echo "python ${check%%:*} check: ok"
 		PY_PASSED=$((PY_PASSED + 1))
@@ -398,6 +437,7 @@ for check in fhirclient:$FHIRCLIENT_RC fhirpy:$FHIRPY_RC profiles:$PROFILES_RC d
 		echo "python ${check%%:*} check: FAILED"
 	fi
 done
+PY_TOTAL=$((PY_TOTAL + 1))
 if ((TOPOLOGY_RC == 0)); then
 	echo "deploy topology check: ok"
 	PY_PASSED=$((PY_PASSED + 1))
@@ -406,9 +446,9 @@ else
 fi
 if [[ -n $RUST_PASSED ]]; then
 	# Each Python check, and the topology check, counts as one test.
-	echo "$((RUST_PASSED + PY_PASSED)) passed, $((RUST_FAILED + 5 - PY_PASSED)) failed"
+	echo "$((RUST_PASSED + PY_PASSED)) passed, $((RUST_FAILED + PY_TOTAL - PY_PASSED)) failed"
 fi
 
-if ((RUST_RC != 0 || FHIRCLIENT_RC != 0 || FHIRPY_RC != 0 || PROFILES_RC != 0 || DEPLOY_RC != 0 || TOPOLOGY_RC != 0)); then
+if ((RUST_RC != 0 || FHIRCLIENT_RC != 0 || FHIRPY_RC != 0 || PROFILES_RC != 0 || DEPLOY_RC != 0 || EXPORT_RC != 0 || NOTIFY_RC != 0 || CONTRACT_RC != 0 || TOPOLOGY_RC != 0)); then
 	exit 1
 fi

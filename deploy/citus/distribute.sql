@@ -48,5 +48,17 @@ SELECT create_reference_table('assertion_jti');
 -- README.md, "The change feed": this is the part that needs work first.
 SELECT create_reference_table('feed_clock');
 
+-- 4. Notifications. subscriptions: one row per Subscription, updated when a
+-- change matches it (its event count); outbox: what waits for delivery,
+-- always read and cleared by subscription. Co-located on the subscription
+-- id, so the outbox reads and writes of one subscription stay on one shard;
+-- a write that notifies spans its resource's shard and the subscription's
+-- (a two-phase commit). Not done yet: the delivery workers' claim looks at
+-- every subscription with FOR UPDATE SKIP LOCKED, which Citus refuses on a
+-- query over several shards; on Citus it must become a conditional update
+-- of each candidate's lease.
+SELECT create_distributed_table('subscriptions', 'id');
+SELECT create_distributed_table('outbox', 'subscription_id', colocate_with => 'subscriptions');
+
 -- __diesel_schema_migrations stays an ordinary table on the coordinator:
 -- only `sp-hub migrate` and /readyz read it, through the coordinator.

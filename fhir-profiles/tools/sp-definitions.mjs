@@ -219,6 +219,28 @@ const CODE_SYSTEMS = [
       ['follow-up', 'Follow-up', 'Taken later, to compare with the baseline.'],
     ],
   },
+  {
+    id: 'sp-definition-kind',
+    title: 'Hub definition kinds',
+    description:
+      'What a Basic resource that configures the hub is (Basic.code): a VCS ' +
+      'organisation\'s record mapping (extension sp-record-mapping), read by ' +
+      'GET and POST Organization/{id}/$records.',
+    concepts: [
+      ['vcs-record-mapping', 'VCS record mapping', 'How a VCS organisation\'s own flat records (spreadsheet rows) map to the hub\'s Tasks, contacts, holding work and outcomes: columns, case reference, category map, status words, date format.'],
+    ],
+  },
+  {
+    id: 'sp-communication-category',
+    title: 'Social prescribing communication categories',
+    description:
+      'What a Communication on a social prescribing referral is ' +
+      '(Communication.category): the message back to the GP that the hub ' +
+      'writes when the referral\'s Task ends, profile sp-message-back.',
+    concepts: [
+      ['message-back', 'Message back to GP', 'The summary for the referring GP practice at the end of social prescribing (PRSB Social Prescribing Information Standard, message back to GP and referrer): who saw the person, contacts, holding work, services connected to, outcomes, how it ended.'],
+    ],
+  },
 ];
 
 // SWEMWBS raw total -> metric score: the published Rasch-based conversion
@@ -602,6 +624,17 @@ const EXTENSIONS = [
     context: 'Organization',
     value: { type: [{ code: 'integer' }] },
     constraints: [['The list size is not negative.', 'value >= 0']],
+  }),
+  extension({
+    id: 'sp-record-mapping',
+    title: 'VCS record mapping',
+    description:
+      'On a Basic with code sp-definition-kind#vcs-record-mapping whose subject ' +
+      'is a VCS Organization: the mapping between that organisation\'s flat ' +
+      'records and the hub\'s resources, as a JSON document (its format is ' +
+      'described in the hub\'s ARCHITECTURE.md, section Translation).',
+    context: 'Basic',
+    value: { type: [{ code: 'string' }] },
   }),
   extension({
     id: 'sp-trail-actor',
@@ -1058,6 +1091,60 @@ const PROFILES = [
       }),
     ],
   ),
+  profile({
+    id: 'sp-message-back',
+    type: 'Communication',
+    title: 'Message back to GP',
+    description:
+      'The summary sp-hub writes for the referring GP practice when the Task ' +
+      'of an SP referral ends (and again, as a new version, when an outcome ' +
+      'is recorded after that): who saw the person, contacts, holding work, ' +
+      'services connected to, outcomes and how it ended, as text, with ' +
+      'references to the outcome Observations; SNOMED CT 871711000000103 ' +
+      'Social prescribing declined in reasonCode when the person declined.',
+    purpose:
+      'The PRSB Social Prescribing Information Standard\'s message back to GP ' +
+      'and referrer, in a form a GP system can file: found by polling ' +
+      'Communication?based-on=ServiceRequest/{id} or the change feed.',
+    constraints: [
+      ['The category is message-back.', `category.${has(cs('sp-communication-category'), 'message-back')}`],
+    ],
+    elements: [
+      el('Communication.basedOn', { short: 'The SP referral', min: 1, max: '1', type: ref('ServiceRequest'), ...ms }),
+      el('Communication.status', { fixedCode: 'completed', ...ms }),
+      el('Communication.category', { min: 1, ...patternSlicing, ...ms }),
+      el('Communication.category', {
+        slice: ['Communication.category', 'messageBack'],
+        min: 1,
+        max: '1',
+        patternCodeableConcept: cc(cs('sp-communication-category'), 'message-back'),
+        ...ms,
+      }),
+      el('Communication.subject', { short: 'The person referred', min: 1, type: ref('Patient'), ...ms }),
+      el('Communication.about', { short: 'The Task that carried out the referral', type: ref('Task'), ...ms }),
+      el('Communication.sent', { min: 1, ...ms }),
+      el('Communication.recipient', {
+        short: 'The referring practice (and the referring GP, when the referral names one)',
+        min: 1,
+        type: ref('Organization', 'PractitionerRole'),
+        ...ms,
+      }),
+      el('Communication.sender', {
+        short: 'Who worked the referral: the link worker (PractitionerRole) or the organisation',
+        type: ref('PractitionerRole', 'Organization'),
+        ...ms,
+      }),
+      el('Communication.reasonCode', {
+        short: 'SNOMED CT 871711000000103 Social prescribing declined, when the person declined',
+        ...ms,
+      }),
+      el('Communication.payload', { short: 'The text summary, then the outcome Observations', min: 1, ...ms }),
+      el('Communication.payload.content[x]', {
+        type: [{ code: 'string' }, { code: 'Reference', targetProfile: [`${HL7_SD}/Observation`] }],
+        ...ms,
+      }),
+    ],
+  }),
 ];
 
 // ---------------------------------------------------------------------------

@@ -9,10 +9,15 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod dashboard;
+pub mod export;
 pub mod fhir;
 pub mod interactions;
+pub mod notify;
+pub mod outbound;
 pub mod profiles;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod translate;
 pub mod workflow;

@@ -130,6 +130,32 @@ struct ServeArgs {
     /// database before serving; does nothing when it is already there.
     #[arg(long)]
     demo: bool,
+    /// Let subscription endpoints be loopback addresses, over plain http
+    /// too (tests, a receiver beside the hub). Default: https to public
+    /// addresses only (a guard against server-side request forgery).
+    #[arg(long, env = "SP_HUB_ALLOW_LOOPBACK_SUBSCRIPTIONS")]
+    allow_loopback_subscriptions: bool,
+    /// Milliseconds before the first retry of a failed notification; each
+    /// further failure in a row doubles it.
+    #[arg(long, env = "SP_HUB_NOTIFY_RETRY_MIN_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    notify_retry_min_ms: u64,
+    /// Longest wait between retries of a failed notification, in
+    /// milliseconds.
+    #[arg(long, env = "SP_HUB_NOTIFY_RETRY_MAX_MS", default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    notify_retry_max_ms: u64,
+    /// Failed deliveries in a row after which a subscription goes to
+    /// status error (its notifications are kept until it is requested
+    /// again).
+    #[arg(long, env = "SP_HUB_NOTIFY_MAX_FAILURES", default_value_t = 20,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    notify_max_failures: i32,
+    /// Dashboard figures derived from fewer people than this are not
+    /// shown (small-number suppression; a request may raise it, not lower it).
+    #[arg(long, env = "SP_HUB_DASHBOARD_MIN_GROUP", default_value_t = 5,
+          value_parser = clap::value_parser!(i64).range(1..=1000))]
+    dashboard_min_group: i64,
 }
 
 fn client(cmd: ClientCommand) -> Result<(), String> {
@@ -201,6 +227,15 @@ fn main() -> std::process::ExitCode {
             allow_private_jwks_urls: args.allow_private_jwks_urls,
             public_url: args.public_url,
             demo: args.demo,
+            dashboard_min_group: args.dashboard_min_group,
+            notify: sp_hub::notify::Config {
+                allow_loopback: args.allow_loopback_subscriptions,
+                retry_min: std::time::Duration::from_millis(args.notify_retry_min_ms),
+                retry_max: std::time::Duration::from_millis(
+                    args.notify_retry_max_ms.max(args.notify_retry_min_ms),
+                ),
+                max_failures: args.notify_max_failures,
+            },
         })),
         Command::Client(cmd) => client(cmd),
         Command::Backup { db, to } => sp_hub::store::Store::open(&db.database_url)

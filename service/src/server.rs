@@ -24,6 +24,10 @@ pub struct ServeConfig {
     /// Load the example PCN (`fhir-profiles/examples/demo-pcn.json`) once
     /// the database is open.
     pub demo: bool,
+    /// Dashboard small-number suppression (`--dashboard-min-group`).
+    pub dashboard_min_group: i64,
+    /// Subscriptions: endpoint guard and retry policy.
+    pub notify: crate::notify::Config,
 }
 
 /// The synthetic PCN, one transaction Bundle of PUTs with fixed ids.
@@ -36,6 +40,7 @@ const DEMO_PCN: &str = include_str!(concat!(
 /// stdout (tests and scripts read that line), and serves until stopped.
 pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     crate::fhir::summary::load()?;
+    crate::notify::configure(cfg.notify.clone());
     let registry = crate::search::registry::load()?;
     crate::profiles::load()?;
     let url = cfg.database_url.clone();
@@ -62,16 +67,22 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
             dir.display()
         );
     }
+    let worker_store = store.clone();
+    let heartbeat = crate::notify::deliver::heartbeat();
     let state = web::Data::new(AppState {
+        notify_heartbeat: heartbeat.clone(),
         store,
         key,
         token_lifetime: cfg.token_lifetime,
         rate_limit: cfg.rate_limit,
         jwks: crate::auth::jwks_url::Fetcher::new(cfg.allow_private_jwks_urls),
-        public_url: cfg.public_url,
+        public_url: cfg.public_url.clone(),
         max_body_bytes: cfg.max_body_bytes,
         max_bundle_entries: cfg.max_bundle_entries,
         capability_statement: api::capability_statement(&started, registry),
+        dashboard: crate::dashboard::Settings {
+            min_group: cfg.dashboard_min_group,
+        },
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -87,8 +98,18 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     for addr in server.addrs() {
         println!("sp-hub listening on http://{addr}");
     }
+    // Notifications name resources by this server's URL.
+    let base = match (&cfg.public_url, server.addrs().first()) {
+        (Some(url), _) => url.clone(),
+        (None, Some(addr)) => format!("http://{addr}"),
+        (None, None) => format!("http://{}", cfg.listen),
+    };
+    let worker = crate::notify::deliver::Worker::start(worker_store, base, heartbeat);
     std::io::stdout().flush().map_err(|e| e.to_string())?;
-    server.run().await.map_err(|e| e.to_string())
+    let served = server.run().await.map_err(|e| e.to_string());
+    // In-flight requests are done: the worker finishes its deliveries.
+    worker.stop().await;
+    served
 }
 
 /// Where `--demo` writes its clients' private keys (relative to the
@@ -111,7 +132,8 @@ const DEMO_CLIENTS: &[(&str, &str, &str, &str)] = &[
         "vcs",
         "system/Task.rus system/ServiceRequest.rs system/Patient.rs system/Consent.rs \
          system/Encounter.crus system/Procedure.crus system/Observation.crus \
-         system/Organization.rs system/Practitioner.rs system/PractitionerRole.rs",
+         system/Organization.rs system/Practitioner.rs system/PractitionerRole.rs \
+         system/Basic.crus system/ConceptMap.crus",
     ),
 ];
 

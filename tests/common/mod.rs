@@ -1178,7 +1178,11 @@ pub fn hub_resources() -> Vec<Value> {
                "source": {"observer": {"display": "sp-hub"}}}),
         json!({"resourceType": "Subscription", "status": "requested",
                "reason": "Notify the service of new referrals", "criteria": "ServiceRequest?status=active",
-               "channel": {"type": "rest-hook", "endpoint": "https://service.example.org/notify"}}),
+               // A public address (no name to look up); the hub keeps the
+               // signing secret out of the stored resource.
+               "channel": {"type": "rest-hook", "endpoint": "https://8.8.8.8/notify"},
+               "extension": [{"url": "https://sp-hub.example/fhir/StructureDefinition/sp-subscription-secret",
+                              "valueString": "a-signing-secret-of-32-characters-or-more"}]}),
         json!({"resourceType": "ValueSet", "status": "active", "url": "https://fhir.example.org/ValueSet/sp-reasons",
                "compose": {"include": [{"system": SNOMED, "concept": [{"code": "422650009"}]}]}}),
         json!({"resourceType": "CodeSystem", "status": "active", "content": "complete",

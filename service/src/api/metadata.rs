@@ -1,6 +1,6 @@
 //! `GET /metadata`: the CapabilityStatement, generated from what the server
 //! really registers (types, interactions, search parameters, formats, our
-//! profiles, `$validate`).
+//! profiles, `$validate`, the Bulk Data `$export`).
 
 use serde_json::{json, Value};
 
@@ -47,6 +47,10 @@ pub fn capability_statement(started: &str, registry: &Registry) -> Value {
             if !profiles.is_empty() {
                 r["supportedProfile"] = json!(profiles);
             }
+            if *t == "Group" {
+                r["operation"] = json!([{"name": "export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]);
+            }
             r
         })
         .collect();
@@ -66,7 +70,9 @@ pub fn capability_statement(started: &str, registry: &Registry) -> Value {
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "operation": [{"name": "validate",
-                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
+                          {"name": "export",
+                           "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}],
             "searchParam": registry.for_type("Resource").map(search_param).collect::<Vec<_>>(),
         }]
     })

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 
 use actix_web::{web, HttpResponse};
 
 use super::AppState;
+use crate::notify::deliver::{DELIVERED, FAILED};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -120,6 +122,36 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "sp_hub_db_connections{{pool=\"{pool}\",state=\"idle\"}} {idle}\n\
              sp_hub_db_connections{{pool=\"{pool}\",state=\"in_use\"}} {}",
             total - idle
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sp_hub_notifications_total Notification deliveries by this replica, by outcome.\n\
+         # TYPE sp_hub_notifications_total counter\n\
+         sp_hub_notifications_total{{outcome=\"delivered\"}} {}\n\
+         sp_hub_notifications_total{{outcome=\"failed\"}} {}",
+        DELIVERED.load(Relaxed),
+        FAILED.load(Relaxed)
+    );
+    // The outbox is shared: every replica reports the same backlog.
+    if let Ok((waiting, oldest)) = state.store.run(|s| s.outbox_backlog()).await {
+        let age = oldest
+            .and_then(|t| {
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map_or(0.0, |t| {
+                (time::OffsetDateTime::now_utc() - t)
+                    .as_seconds_f64()
+                    .max(0.0)
+            });
+        let _ = writeln!(
+            out,
+            "# HELP sp_hub_outbox_notifications Notifications waiting for delivery.\n\
+             # TYPE sp_hub_outbox_notifications gauge\n\
+             sp_hub_outbox_notifications {waiting}\n\
+             # HELP sp_hub_outbox_oldest_age_seconds Age of the oldest notification waiting.\n\
+             # TYPE sp_hub_outbox_oldest_age_seconds gauge\n\
+             sp_hub_outbox_oldest_age_seconds {age}"
         );
     }
     HttpResponse::Ok()

@@ -3,13 +3,17 @@
 
 mod audit;
 pub mod auth;
+mod dashboard;
+mod export;
 mod history;
 mod metadata;
 mod metrics;
 pub mod negotiate;
+mod page;
 mod render;
 mod rest;
 mod trail;
+mod translate;
 mod validate;
 
 use actix_web::http::{header, Method, StatusCode};
@@ -38,6 +42,10 @@ pub struct AppState {
     pub max_bundle_entries: usize,
     /// The CapabilityStatement, rendered once: it only changes with the code.
     pub capability_statement: String,
+    /// When the notification worker last went round (`/readyz`).
+    pub notify_heartbeat: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The PCN dashboard's settings (small-number suppression).
+    pub dashboard: crate::dashboard::Settings,
 }
 
 /// Every route the server serves, with its methods. `configure` registers
@@ -53,19 +61,38 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/.well-known/smart-configuration", &["GET"]),
     ("/auth/token", &["POST"]),
     ("/auth/jwks", &["GET"]),
+    // The dashboard page and its script: static, open (the data needs a
+    // token); before `/{type}` and `/{type}/{id}`.
+    ("/dashboard", &["GET"]),
+    ("/dashboard/app.js", &["GET"]),
     ("/_history", &["GET"]),
     // Before `/{type}`, which would take `$audit` as a type.
     ("/$audit", &["GET"]),
+    // Bulk Data export, before `/{type}` and `/{type}/{id}`, which would
+    // take `$export` and `$export-status` as types: the kick-off, its
+    // status URL (poll, cancel) and the output files.
+    ("/$export", &["GET"]),
+    ("/$export-status/{id}", &["GET", "DELETE"]),
+    ("/$export-file/{id}/{type}", &["GET"]),
     ("/{type}", &["GET", "POST", "PUT", "DELETE"]),
     ("/{type}/_search", &["POST"]),
     ("/{type}/_history", &["GET"]),
     // Before `/{type}/{id}`, which would otherwise take `$validate` as an id.
     ("/{type}/$validate", &["POST"]),
+    // Before `/{type}/{id}`, which would otherwise take `$translate` as an id.
+    ("/ConceptMap/$translate", &["GET", "POST"]),
+    // The PCN dashboard's figures; before `/{type}/{id}`, which would
+    // take `dashboard` as a type.
+    ("/dashboard/metrics", &["GET"]),
     ("/{type}/{id}", &["GET", "PUT", "PATCH", "DELETE"]),
     ("/{type}/{id}/$validate", &["POST"]),
     // A literal type and operation: no other three-segment route ends in
     // `$trail`, so its place in the table does not matter.
     ("/ServiceRequest/{id}/$trail", &["GET"]),
+    ("/ConceptMap/{id}/$translate", &["GET", "POST"]),
+    // A VCS organisation's Tasks as flat rows in its own shape, and back.
+    ("/Organization/{id}/$records", &["GET", "POST"]),
+    ("/Group/{id}/$export", &["GET"]),
     ("/{type}/{id}/_history", &["GET"]),
     ("/{type}/{id}/_history/{vid}", &["GET"]),
 ];
@@ -85,8 +112,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 }
                 ("/auth/token", _) => resource.route(web::post().to(auth::token)),
                 ("/auth/jwks", _) => resource.route(web::get().to(auth::jwks)),
+                ("/dashboard", _) => resource.route(web::get().to(page::dashboard)),
+                ("/dashboard/app.js", _) => resource.route(web::get().to(page::script)),
                 ("/_history", _) => resource.route(web::get().to(history::system)),
                 ("/$audit", _) => resource.route(web::get().to(audit::trail)),
+                ("/$export", _) => resource.route(web::get().to(export::system)),
+                ("/$export-status/{id}", "GET") => resource.route(web::get().to(export::status)),
+                ("/$export-status/{id}", "DELETE") => {
+                    resource.route(web::delete().to(export::cancel))
+                }
+                ("/$export-file/{id}/{type}", _) => resource.route(web::get().to(export::file)),
+                ("/Group/{id}/$export", _) => resource.route(web::get().to(export::group)),
                 ("/{type}", "GET") => resource.route(web::get().to(rest::search_get)),
                 ("/{type}", "POST") => resource.route(web::post().to(rest::create)),
                 ("/{type}", "PUT") => resource.route(web::put().to(rest::conditional_update)),
@@ -100,6 +136,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ("/ServiceRequest/{id}/$trail", _) => {
                     resource.route(web::get().to(trail::referral))
                 }
+                ("/ConceptMap/$translate", "GET") => {
+                    resource.route(web::get().to(translate::type_level))
+                }
+                ("/ConceptMap/$translate", "POST") => {
+                    resource.route(web::post().to(translate::type_level))
+                }
+                ("/ConceptMap/{id}/$translate", "GET") => {
+                    resource.route(web::get().to(translate::instance_level))
+                }
+                ("/ConceptMap/{id}/$translate", "POST") => {
+                    resource.route(web::post().to(translate::instance_level))
+                }
+                ("/Organization/{id}/$records", "GET") => {
+                    resource.route(web::get().to(translate::records_get))
+                }
+                ("/Organization/{id}/$records", "POST") => {
+                    resource.route(web::post().to(translate::records_post))
+                }
+                ("/dashboard/metrics", _) => resource.route(web::get().to(dashboard::metrics)),
                 ("/{type}/{id}", "GET") => resource.route(web::get().to(rest::read)),
                 ("/{type}/{id}", "PUT") => resource.route(web::put().to(rest::update)),
                 ("/{type}/{id}", "PATCH") => resource.route(web::patch().to(rest::patch)),
@@ -195,11 +250,17 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready for traffic: the database answers and its schema is this
-/// binary's. 503 with an OperationOutcome otherwise.
+/// Ready for traffic: the database answers, its schema is this binary's,
+/// and the notification worker is going round. 503 with an
+/// OperationOutcome otherwise.
 async fn readyz(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     handle(&req.clone(), |_out| async move {
         state.store.run(|s| s.ready()).await?;
+        if !crate::notify::deliver::is_alive(&state.notify_heartbeat) {
+            return Err(FhirError::Unavailable(
+                "the notification worker has stopped going round".into(),
+            ));
+        }
         Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
     })
     .await

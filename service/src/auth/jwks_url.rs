@@ -8,7 +8,6 @@
 //! (`--allow-private-jwks-urls`).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,48 +27,8 @@ pub struct Fetcher {
 /// networks are allowed: the guard applies when it is fetched).
 pub fn check_url(url: &str, allow_private: bool) -> Result<url::Url, String> {
     let u = url::Url::parse(url).map_err(|e| format!("the JWKS URL '{url}' is not a URL: {e}"))?;
-    match u.scheme() {
-        "https" => {}
-        "http" if allow_private => {}
-        other => return Err(format!("the JWKS URL must be https, not {other}")),
-    }
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err("the JWKS URL may not carry credentials".into());
-    }
-    if u.host_str().is_none() {
-        return Err("the JWKS URL has no host".into());
-    }
+    crate::outbound::target(&u, allow_private).map_err(|e| format!("the JWKS URL {e}"))?;
     Ok(u)
-}
-
-/// Addresses a fetch may go to.
-fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
-    }
 }
 
 impl Fetcher {
@@ -105,27 +64,16 @@ impl Fetcher {
 
     async fn fetch(&self, url: &str) -> Result<String, String> {
         let u = check_url(url, self.allow_private)?;
-        let host = u.host_str().unwrap_or_default().to_string();
-        let port = u.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        let (host, port) = crate::outbound::target(&u, self.allow_private)?;
+        let allow = if self.allow_private {
+            crate::outbound::Allow::Any
+        } else {
+            crate::outbound::Allow::Public
+        };
+        let addr = crate::outbound::resolve(&host, port, allow)
             .await
-            .map_err(|e| format!("the JWKS URL's host {host} does not resolve: {e}"))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(format!("the JWKS URL's host {host} has no address"));
-        }
-        if !self.allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
-            return Err(format!(
-                "the JWKS URL's host {host} resolves to a private or local address; refused"
-            ));
-        }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
-            .no_proxy()
-            .resolve(&host, addrs[0])
-            .build()
-            .map_err(|e| format!("cannot fetch the JWKS: {e}"))?;
+            .map_err(|e| format!("the JWKS URL's host {e}"))?;
+        let client = crate::outbound::client(&host, addr, TIMEOUT)?;
         let mut resp = client
             .get(u)
             .send()
@@ -156,29 +104,6 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_public_addresses_pass() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
-        for public in ["8.8.8.8", "151.101.1.1", "2a00:1450:4009:81f::200e"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
-    }
 
     #[test]
     fn urls_are_https_without_credentials() {

@@ -133,6 +133,8 @@ pub const OPEN_PATHS: &[&str] = &[
     "/.well-known/smart-configuration",
     "/auth/token",
     "/auth/jwks",
+    "/dashboard",
+    "/dashboard/app.js",
 ];
 
 /// The need of a request, from its method and path (the FHIR REST URL
@@ -147,6 +149,15 @@ pub fn need(method: &str, path: &str) -> Need {
         (_, [""]) => Need::Token,
         ("GET", ["_history"]) => Need::AllTypes(Perms::SEARCH),
         ("GET", ["$audit"]) => Need::Admin,
+        // Bulk export: the kick-off checks each type against the scopes
+        // itself; a job's status is its client's alone; a file needs its
+        // type readable.
+        ("GET", ["$export"]) => Need::Token,
+        ("GET" | "DELETE", ["$export-status", _]) => Need::Token,
+        ("GET", ["$export-file", _, t]) => ty(t, Perms::READ),
+        // Translating reads a map; before `[t, _]`, which would take
+        // `$translate` for an id.
+        ("GET" | "POST", ["ConceptMap", "$translate"]) => ty("ConceptMap", Perms::READ),
         ("GET" | "HEAD", [t]) => ty(t, Perms::SEARCH),
         ("POST", [t]) => ty(t, Perms::CREATE),
         ("PUT", [t]) => ty(t, Perms::UPDATE),
@@ -156,11 +167,19 @@ pub fn need(method: &str, path: &str) -> Need {
         ("GET", [t, "_history"]) => ty(t, Perms::SEARCH),
         // Validating reads nothing stored but says what would be accepted.
         ("POST", [t, "$validate"]) => ty(t, Perms::READ),
+        // The dashboard counts referrals and their trails: a search of
+        // referrals; before `[t, _]`, which would take `dashboard` as a type.
+        ("GET", ["dashboard", "metrics"]) => ty("ServiceRequest", Perms::SEARCH),
         ("GET" | "HEAD", [t, _]) => ty(t, Perms::READ),
         ("PUT" | "PATCH", [t, _]) => ty(t, Perms::UPDATE),
         ("DELETE", [t, _]) => ty(t, Perms::DELETE),
-        (_, [t, _, "$validate" | "$trail" | "_history"]) => ty(t, Perms::READ),
+        (_, [t, _, "$validate" | "$trail" | "$export" | "_history"]) => ty(t, Perms::READ),
         (_, [t, _, "_history", _]) => ty(t, Perms::READ),
+        ("GET" | "POST", ["ConceptMap", _, "$translate"]) => ty("ConceptMap", Perms::READ),
+        // A VCS's flat records: reading lists its Tasks; posting rows
+        // updates them (each row's other writes are checked by type).
+        ("GET", ["Organization", _, "$records"]) => ty("Task", Perms::SEARCH),
+        ("POST", ["Organization", _, "$records"]) => ty("Task", Perms::UPDATE),
         // Anything else is refused by routing; a token is still required so
         // that unauthenticated callers learn nothing about the routes.
         _ => Need::Token,
@@ -296,6 +315,55 @@ mod tests {
             Need::Type("ServiceRequest".into(), Perms::READ)
         );
         assert_eq!(need("GET", "/_history"), Need::AllTypes(Perms::SEARCH));
+    }
+
+    #[test]
+    fn bulk_export_needs() {
+        assert_eq!(need("GET", "/$export"), Need::Token);
+        assert_eq!(
+            need("GET", "/Group/g1/$export"),
+            Need::Type("Group".into(), Perms::READ)
+        );
+        assert_eq!(need("GET", "/$export-status/j1"), Need::Token);
+        assert_eq!(need("DELETE", "/$export-status/j1"), Need::Token);
+        assert_eq!(
+            need("GET", "/$export-file/j1/Patient"),
+            Need::Type("Patient".into(), Perms::READ)
+        );
+        let tasks_only = p("system/Task.rs");
+        assert!(tasks_only
+            .permits(&need("GET", "/$export-file/j1/Task"), &[])
+            .is_ok());
+        assert!(tasks_only
+            .permits(&need("GET", "/$export-file/j1/Patient"), &[])
+            .is_err());
+        assert!(tasks_only
+            .permits(&need("GET", "/Group/g1/$export"), &[])
+            .is_err());
+    }
+
+    #[test]
+    fn translation_needs() {
+        let read_maps = Need::Type("ConceptMap".into(), Perms::READ);
+        assert_eq!(need("GET", "/ConceptMap/$translate"), read_maps);
+        assert_eq!(need("POST", "/ConceptMap/$translate"), read_maps);
+        assert_eq!(need("POST", "/ConceptMap/m1/$translate"), read_maps);
+        assert_eq!(
+            need("GET", "/Organization/o1/$records"),
+            Need::Type("Task".into(), Perms::SEARCH)
+        );
+        assert_eq!(
+            need("POST", "/Organization/o1/$records"),
+            Need::Type("Task".into(), Perms::UPDATE)
+        );
+    }
+
+    #[test]
+    fn dashboard_needs_a_referral_search_scope() {
+        let needs = need("GET", "/dashboard/metrics");
+        assert_eq!(needs, Need::Type("ServiceRequest".into(), Perms::SEARCH));
+        assert!(p("system/ServiceRequest.rs").permits(&needs, &[]).is_ok());
+        assert!(p("system/Task.rs").permits(&needs, &[]).is_err());
     }
 
     #[test]

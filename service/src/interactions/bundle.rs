@@ -153,8 +153,7 @@ fn parse_entry(caller: &Principal, index: usize, e: &Value, base: &str) -> FhirR
     let resource = match (method, e.get("resource")) {
         (Method::Post | Method::Put, Some(r)) => {
             // The same checks as a single create or update, per entry.
-            resource::check(r, &res_type)?;
-            Some(r.clone())
+            Some(resource::accept(r.clone(), &res_type)?)
         }
         (Method::Post | Method::Put, None) => {
             return Err(FhirError::invalid("a POST or PUT entry needs a resource"))
@@ -549,5 +548,184 @@ fn reason(status: u16) -> &'static str {
         422 => "Unprocessable Entity",
         503 => "Service Unavailable",
         _ => "Error",
+    }
+}
+
+/// Property tests of `urn:uuid:` reference rewriting: whatever the entries'
+/// fullUrls and however deep their references sit, every reference to an
+/// entry becomes that entry's `Type/id`, nothing else changes, and a
+/// reference to a fullUrl the Bundle does not have fails the Bundle.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::store::Store;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    /// Rewriting reads the database only for conditional references; a
+    /// transaction on an in-memory SQLite store is all it needs here.
+    fn store() -> &'static Store {
+        static STORE: OnceLock<Store> = OnceLock::new();
+        STORE.get_or_init(|| Store::open(":memory:").expect("in-memory store"))
+    }
+
+    fn rewrite(v: &Value, ids: &HashMap<String, String>) -> FhirResult<Value> {
+        store().transaction(|tx| {
+            let mut out = v.clone();
+            rewrite_references(tx, &mut out, ids, "http://hub.example/fhir")?;
+            Ok(out)
+        })
+    }
+
+    /// A resource-like tree whose `{"reference": …}` objects name entries
+    /// by a placeholder `#entry:N` (resolved once the fullUrls are known),
+    /// or other things: local and absolute references, left as they are.
+    fn tree() -> impl Strategy<Value = Value> {
+        let reference = prop_oneof![
+            6 => (0usize..8).prop_map(|n| format!("#entry:{n}")),
+            2 => "(Patient|Task|ServiceRequest)/[a-z0-9\\-]{1,12}",
+            1 => "https://elsewhere\\.example/fhir/Patient/[0-9]{1,4}",
+        ]
+        .prop_map(|r| json!({"reference": r, "display": "x"}));
+        let leaf = prop_oneof![
+            reference,
+            "[a-z ]{0,8}".prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            // A string that looks like a urn but is not a reference.
+            Just(json!("urn:uuid:00000000-0000-4000-8000-000000000000")),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("[a-z]{1,8}", inner), 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// The entries' fullUrls (distinct) and the ids they were given.
+    fn identities() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop::collection::btree_set(any::<u128>(), 1..8).prop_map(|set| {
+            set.into_iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let urn = format!("urn:uuid:{}", uuid::Uuid::from_u128(n));
+                    let t = ["Patient", "ServiceRequest", "Task"][i % 3];
+                    (
+                        urn,
+                        format!("{t}/{}", uuid::Uuid::from_u128(n.rotate_left(7))),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// Turns the placeholders into real references: `(input, expected)`.
+    fn resolve(v: &Value, ids: &[(String, String)], dangling: Option<u128>) -> (Value, Value) {
+        match v {
+            Value::Object(o) => {
+                let mut input = serde_json::Map::new();
+                let mut want = serde_json::Map::new();
+                for (k, child) in o {
+                    match (k.as_str(), child.as_str()) {
+                        ("reference", Some(placeholder)) => {
+                            let (i, w) = placeholder_to(placeholder, ids, dangling);
+                            input.insert(k.clone(), json!(i));
+                            want.insert(k.clone(), json!(w));
+                        }
+                        _ => {
+                            let (i, w) = resolve(child, ids, dangling);
+                            input.insert(k.clone(), i);
+                            want.insert(k.clone(), w);
+                        }
+                    }
+                }
+                (Value::Object(input), Value::Object(want))
+            }
+            Value::Array(a) => {
+                let (i, w) = a.iter().map(|c| resolve(c, ids, dangling)).unzip();
+                (Value::Array(i), Value::Array(w))
+            }
+            other => (other.clone(), other.clone()),
+        }
+    }
+
+    fn placeholder_to(
+        p: &str,
+        ids: &[(String, String)],
+        dangling: Option<u128>,
+    ) -> (String, String) {
+        let Some(n) = p.strip_prefix("#entry:") else {
+            return (p.to_string(), p.to_string());
+        };
+        let n: usize = n.parse().unwrap();
+        match dangling {
+            // Entry 7, where the tree has it, names no entry.
+            Some(d) if n == 7 => {
+                let urn = format!("urn:uuid:{}", uuid::Uuid::from_u128(d));
+                (urn.clone(), urn)
+            }
+            _ => {
+                let (urn, id) = &ids[n % ids.len()];
+                (urn.clone(), id.clone())
+            }
+        }
+    }
+
+    fn references(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                for (k, c) in o {
+                    match c {
+                        Value::String(s) if k == "reference" => out.push(s.clone()),
+                        _ => references(c, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|c| references(c, out)),
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn every_entry_reference_is_rewritten_and_nothing_else(
+            ids in identities(),
+            resource in tree(),
+        ) {
+            let (input, want) = resolve(&resource, &ids, None);
+            let map: HashMap<String, String> = ids.iter().cloned().collect();
+            let got = rewrite(&input, &map).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            prop_assert_eq!(&got, &want);
+            let mut refs = vec![];
+            references(&got, &mut refs);
+            prop_assert!(refs.iter().all(|r| !r.starts_with("urn:")), "{refs:?}");
+            // Rewritten references stay as they are when rewritten again.
+            prop_assert_eq!(rewrite(&got, &map).ok(), Some(got));
+        }
+
+        #[test]
+        fn a_reference_to_no_entry_fails(
+            ids in identities(),
+            resource in tree(),
+            dangling in any::<u128>(),
+        ) {
+            prop_assume!(!ids.iter().any(|(u, _)| *u == format!("urn:uuid:{}", uuid::Uuid::from_u128(dangling))));
+            let (input, _) = resolve(&resource, &ids, Some(dangling));
+            let map: HashMap<String, String> = ids.iter().cloned().collect();
+            let mut refs = vec![];
+            references(&input, &mut refs);
+            let has_dangling = refs.iter().any(|r| r.starts_with("urn:") && !map.contains_key(r));
+            match rewrite(&input, &map) {
+                Err(e) => {
+                    prop_assert!(has_dangling, "{e:?}");
+                    prop_assert_eq!(e.status(), 400);
+                }
+                Ok(_) => prop_assert!(!has_dangling),
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 mod bundle;
 pub mod trail;
-mod write;
+pub(crate) mod write;
 
 pub use bundle::{bundle, BundleResult};
 
@@ -199,6 +199,9 @@ pub(crate) fn transaction<T>(
     let out = store.transaction_as(&Access::of(caller), |tx| {
         let out = f(tx)?;
         write::add_referral_tasks(tx)?;
+        // Before the view check and the Provenance: the message back must
+        // be within the caller's view and is named with the writes.
+        write::message_backs(tx)?;
         if let Some((t, id)) = tx.written_out_of_view()?.into_iter().next() {
             return Err(FhirError::Forbidden(format!(
                 "{t}/{id} would be outside the records of {}: a write must stay within what the client's organisation can see",
@@ -206,6 +209,8 @@ pub(crate) fn transaction<T>(
             )));
         }
         write::provenance(tx, caller)?;
+        // Notifications commit with the changes they announce, or neither does.
+        crate::notify::after_writes(tx)?;
         // The audit record commits with the write, or neither does.
         if let Some(request) = &caller.request {
             let written: Vec<String> = tx
@@ -228,6 +233,7 @@ pub(crate) fn transaction<T>(
             .recorded
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
+    crate::notify::wake();
     Ok(out)
 }
 

@@ -151,14 +151,23 @@ fn step(
 ) -> FhirResult<WriteOutcome> {
     let transition = RefCell::new(None);
     let sub_task = RefCell::new(None);
+    let subscription = RefCell::new(None);
     let outcome = tx.write(res_type, id, |current| {
-        let resource = next(current)?;
+        let mut resource = next(current)?;
+        if res_type == "Subscription" {
+            // Its signing secret comes out before anything is stored.
+            *subscription.borrow_mut() =
+                Some(crate::notify::subscription::accept(&mut resource, current)?);
+        }
         *transition.borrow_mut() = workflow::check(res_type, id, current, &resource)?;
         if res_type == "Task" && resource.get("partOf").is_some() {
             *sub_task.borrow_mut() = Some(resource.clone());
         }
         Ok(Decision::Put { method, resource })
     })?;
+    if let Some(spec) = subscription.into_inner() {
+        crate::notify::subscription::register(tx, id, outcome.current.version, spec)?;
+    }
     if let Some(task) = sub_task.into_inner() {
         workflow::guard_parent(tx, &task)?;
     }
@@ -232,6 +241,23 @@ pub(super) fn add_referral_tasks(tx: &mut Tx) -> FhirResult<()> {
     for task in workflow::tasks_for_new_referrals(tx)? {
         let id = uuid::Uuid::new_v4().to_string();
         step(tx, "Task", &id, "POST", &|_| Ok(task.clone()))?;
+    }
+    Ok(())
+}
+
+/// Writes the message back to the GP that each referral whose work ended
+/// in this transaction is due (`workflow::message_back`), through the same
+/// write step as the hub's other writes. The hub writes it, not the caller:
+/// the caller's property rules are for what it asks to change (a VCS may not
+/// write most of a referral's records, yet its Task ending is what makes the
+/// message due), so `step`, not `put`, and no creator is recorded: who sees
+/// the Communication follows its referral (`basedOn`).
+pub(super) fn message_backs(tx: &mut Tx) -> FhirResult<()> {
+    for m in workflow::message_back::due(tx)? {
+        let method = if m.created { "POST" } else { "PUT" };
+        step(tx, "Communication", &m.id, method, &|_| {
+            Ok(m.resource.clone())
+        })?;
     }
     Ok(())
 }

@@ -158,6 +158,13 @@ impl Profiles {
         self.resources.get(url.split('|').next().unwrap_or(url))
     }
 
+    /// Every ConceptMap of ours (`$translate` reads them).
+    pub fn concept_maps(&self) -> impl Iterator<Item = &Value> {
+        self.resources
+            .values()
+            .filter(|v| v["resourceType"] == "ConceptMap")
+    }
+
     /// Every StructureDefinition that constrains `res_type`, by URL.
     pub fn profiles_of<'a>(&'a self, res_type: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.resources.iter().filter_map(move |(url, v)| {

@@ -772,3 +772,147 @@ mod tests {
         }
     }
 }
+
+/// Property tests: the parser meets any text a SearchParameter file could
+/// hold and either parses it or says why not; what it parses evaluates on
+/// any JSON without panicking, and keeps the meaning of the subset.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const ROOTS: &[&str] = &["Patient", "Task", "ServiceRequest", "Resource"];
+    const NAMES: &[&str] = &[
+        "a",
+        "b",
+        "value",
+        "reference",
+        "url",
+        "system",
+        "code",
+        "extension",
+        "subject",
+        "for",
+        "status",
+        "focus",
+    ];
+
+    /// Any JSON, with member names the generated paths use.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-zA-Z/0-9 ]{0,12}".prop_map(Value::from),
+            Just(json!("Patient/p1")),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            prop::sample::select(NAMES).prop_map(String::from),
+                            "value[A-Z][a-z]{1,8}",
+                            ".{0,6}"
+                        ],
+                        inner
+                    ),
+                    0..5
+                )
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn resource() -> impl Strategy<Value = Value> {
+        (prop::sample::select(ROOTS), json_value()).prop_map(|(root, mut v)| {
+            if !v.is_object() {
+                v = json!({"a": v});
+            }
+            v["resourceType"] = json!(root);
+            v
+        })
+    }
+
+    /// Expressions inside the subset: a root, steps, and the functions and
+    /// operators the search parameters use.
+    fn expression() -> impl Strategy<Value = String> {
+        let step = prop_oneof![
+            4 => prop::sample::select(NAMES).prop_map(|n| format!(".{n}")),
+            1 => Just(".where(resolve() is Patient)".to_string()),
+            1 => (prop::sample::select(NAMES), "[a-z0-9 /]{0,8}")
+                .prop_map(|(n, lit)| format!(".where({n} = '{lit}')")),
+            1 => "[a-z:/.]{1,12}".prop_map(|u| format!(".extension('{u}')")),
+            1 => Just(".as(Reference)".to_string()),
+            1 => Just(".ofType(string)".to_string()),
+        ];
+        let path = (
+            prop::sample::select(ROOTS),
+            prop::collection::vec(step, 1..5),
+            any::<bool>(),
+        )
+            .prop_map(|(root, steps, exists)| {
+                let p = format!("{root}{}", steps.concat());
+                if exists {
+                    format!("{p}.exists()")
+                } else {
+                    p
+                }
+            });
+        prop::collection::vec(path, 1..4).prop_map(|parts| parts.join(" | "))
+    }
+
+    fn values<'a>(nodes: &[Node<'a>]) -> Vec<&'a Value> {
+        nodes.iter().map(|n| n.value).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_text_parses_or_is_refused_and_what_parses_evaluates(
+            text in prop_oneof![
+                ".{0,60}",
+                "[A-Za-z.()'|= ]{0,60}",
+                expression().prop_map(|e| {
+                    // A generated expression with one character changed.
+                    let mut c: Vec<char> = e.chars().collect();
+                    let i = e.len() % c.len().max(1);
+                    if let Some(ch) = c.get_mut(i) { *ch = '('; }
+                    c.into_iter().collect()
+                }),
+            ],
+            res in resource(),
+        ) {
+            if let Ok(e) = Expr::parse(&text) {
+                let _ = e.evaluate(&res);
+            }
+        }
+
+        #[test]
+        fn expressions_in_the_subset_parse_and_keep_their_meaning(
+            text in expression(),
+            res in resource(),
+        ) {
+            let e = Expr::parse(&text).map_err(|err| TestCaseError::fail(format!("{text}: {err}")))?;
+            let got = e.evaluate(&res);
+            // Parentheses change nothing.
+            let paren = Expr::parse(&format!("({text})")).unwrap();
+            prop_assert_eq!(values(&paren.evaluate(&res)), values(&got));
+            // A union is its members' results, in order.
+            let parts: Vec<Node> = text
+                .split(" | ")
+                .flat_map(|p| Expr::parse(p).unwrap().evaluate(&res))
+                .collect();
+            prop_assert_eq!(values(&parts), values(&got));
+            // exists() is whether anything is selected.
+            if !text.contains(".exists()") {
+                let exists = Expr::parse(&format!("({text}).exists()")).unwrap();
+                let want = json!(!got.is_empty());
+                prop_assert_eq!(values(&exists.evaluate(&res)), vec![&want]);
+            }
+        }
+    }
+}

@@ -924,3 +924,187 @@ mod tests {
         assert!(parse_count("x").is_err());
     }
 }
+
+/// Property tests: the parser takes any query a client can send and either
+/// understands it or answers 4xx; it never panics and never fails inside.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TYPES: &[&str] = &[
+        "Task",
+        "ServiceRequest",
+        "Patient",
+        "Observation",
+        "Provenance",
+        "Consent",
+        "NoSuchType",
+    ];
+
+    /// Names the registry knows, result parameters, and the shapes chains,
+    /// `_has` and modifiers take, to be mangled further by the strategies.
+    const KNOWN: &[&str] = &[
+        "_id",
+        "_lastUpdated",
+        "identifier",
+        "status",
+        "owner",
+        "focus",
+        "subject",
+        "patient",
+        "requester",
+        "authored-on",
+        "code",
+        "part-of",
+        "value-quantity",
+        "date",
+        "name",
+        "target",
+        "_count",
+        "_summary",
+        "_elements",
+        "_cursor",
+        "_sort",
+        "_feed",
+        "_total",
+        "_include",
+        "_revinclude",
+        "_include:iterate",
+        "_has:Task:focus:status",
+        "_has:Task:focus:_has:Provenance:target:agent",
+        "focus:ServiceRequest.requester.identifier",
+        "focus.subject.name",
+        "owner:missing",
+        "status:not",
+        "name:contains",
+        "name:exact",
+        "code:text",
+        "identifier:of-type",
+        "focus:identifier",
+    ];
+
+    const TASK_PARAMS: &[&str] = &[
+        "_id",
+        "_lastUpdated",
+        "status",
+        "status:not",
+        "owner",
+        "owner:missing",
+        "owner:Organization",
+        "owner:identifier",
+        "focus",
+        "focus:ServiceRequest.status",
+        "focus:ServiceRequest.requester.identifier",
+        "identifier",
+        "identifier:of-type",
+        "authored-on",
+        "modified",
+        "part-of",
+        "code",
+        "code:text",
+        "business-status",
+        "period",
+        "_has:Provenance:target:agent",
+        "_sort",
+        "_count",
+        "_feed",
+    ];
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            1 => ".{0,40}",
+            1 => "\\PC{0,20}",
+            1 => "[a-z_\\-]{1,12}(:[A-Za-z\\-]{0,12})?",
+            6 => prop::sample::select(KNOWN).prop_map(String::from),
+            2 => (
+                prop::sample::select(KNOWN),
+                "(:[A-Za-z\\-]{0,12})?(\\.[a-z_\\-]{1,10}){0,4}"
+            )
+                .prop_map(|(n, rest)| format!("{n}{rest}")),
+            1 => "_has(:[A-Za-z_\\-]{0,10}){0,6}",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            1 => ".{0,60}",
+            2 => "\\PC{0,30}",
+            2 => "(eq|ne|gt|lt|ge|le|sa|eb|ap)?[0-9]{4}(-[0-9]{2}(-[0-9]{2}(T[0-9:.]{0,12}(Z|[+-][0-9:]{0,5})?)?)?)?",
+            3 => "[A-Za-z0-9|,\\\\:/.?=&%\\-]{0,40}",
+            2 => "-?[0-9]{0,20}(\\.[0-9]{0,5})?(e[+-]?[0-9]{1,4})?(\\|[a-z:/.]{0,10}\\|[a-z]{0,5})?",
+            1 => ("[A-Za-z0-9]{0,6}", 0usize..=110).prop_map(|(v, n)| vec![v; n].join(",")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_query_parses_or_is_a_client_error(
+            res_type in prop::sample::select(TYPES),
+            params in prop::collection::vec((name(), value()), 0..4),
+            strict in any::<bool>(),
+        ) {
+            if let Err(e) = SearchQuery::parse(res_type, &params, strict) {
+                prop_assert!(
+                    (400..500).contains(&e.status()),
+                    "{res_type}?{params:?} is a {} error: {e:?}", e.status()
+                );
+            }
+        }
+
+        /// Raw query strings, as bytes off the wire.
+        #[test]
+        fn arbitrary_query_strings_parse_or_are_client_errors(
+            res_type in prop::sample::select(TYPES),
+            bytes in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let params: Vec<(String, String)> = url::form_urlencoded::parse(&bytes)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            if let Err(e) = SearchQuery::parse(res_type, &params, false) {
+                prop_assert!((400..500).contains(&e.status()), "{params:?}: {e:?}");
+            }
+        }
+
+        /// Task's own parameters (the ones pollers use) with any value:
+        /// most of these reach the value parsers of every parameter type.
+        #[test]
+        fn any_value_of_a_task_parameter_parses_or_is_a_client_error(
+            params in prop::collection::vec((prop::sample::select(TASK_PARAMS), value()), 1..4),
+        ) {
+            let params: Vec<(String, String)> =
+                params.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+            if let Err(e) = SearchQuery::parse("Task", &params, true) {
+                prop_assert!(
+                    (400..500).contains(&e.status()),
+                    "Task?{params:?} is a {} error: {e:?}", e.status()
+                );
+            }
+        }
+
+        #[test]
+        fn comma_separated_tokens_are_ored_up_to_the_limit(
+            tokens in prop::collection::vec(("[a-z:/.]{1,12}", "[A-Za-z0-9\\-]{1,12}"), 1..=110)
+        ) {
+            let value = tokens
+                .iter()
+                .map(|(s, c)| format!("{s}|{c}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let params = vec![("identifier".to_string(), value)];
+            match SearchQuery::parse("Task", &params, true) {
+                Ok(q) if tokens.len() <= MAX_OR_VALUES => {
+                    let want: Vec<Match> = tokens
+                        .iter()
+                        .map(|(s, c)| Match::Token(TokenFilter::SystemAndCode(s.clone(), c.clone())))
+                        .collect();
+                    prop_assert_eq!(&q.clauses[0].any_of, &want);
+                }
+                Err(e) if tokens.len() > MAX_OR_VALUES => prop_assert_eq!(e.status(), 400),
+                other => prop_assert!(false, "{} values: {other:?}", tokens.len()),
+            }
+        }
+    }
+}

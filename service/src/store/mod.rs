@@ -7,6 +7,9 @@
 mod access_sql;
 mod audit;
 mod clients;
+mod dashboard;
+mod export;
+mod notify;
 mod pool;
 mod query;
 pub mod schema;
@@ -15,6 +18,9 @@ mod sql;
 mod write;
 
 pub use clients::ClientRow;
+pub use dashboard::{AggRow, DashboardReader, DashboardScope, DirEntry};
+pub use export::{ExportJob, ExportPage, ExportSlice};
+pub use notify::{OutboxRow, SubscriptionRow};
 pub use pool::{Backend, Store};
 pub use query::{HistoryQuery, HistoryScope, Page, Snapshot};
 pub use write::{Decision, Tx, WriteOutcome};

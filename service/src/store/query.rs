@@ -67,14 +67,7 @@ impl Store {
 
     pub fn vread(&self, res_type: &str, res_id: &str, version: i32) -> FhirResult<Option<Version>> {
         let mut c = self.reader()?;
-        resource_versions::table
-            .filter(resource_versions::res_type.eq(res_type))
-            .filter(resource_versions::res_id.eq(res_id))
-            .filter(resource_versions::version.eq(version))
-            .select(Version::as_select())
-            .first(&mut c)
-            .optional()
-            .map_err(db_error)
+        vread_in(&mut c, res_type, res_id, version)
     }
 
     /// Current, non-deleted resources of one type matching `q`, ordered by id.
@@ -203,6 +196,22 @@ pub(super) fn read_in(
     resources::table
         .find((res_type, res_id))
         .select(Current::as_select())
+        .first(c)
+        .optional()
+        .map_err(db_error)
+}
+
+pub(super) fn vread_in(
+    c: &mut AnyConnection,
+    res_type: &str,
+    res_id: &str,
+    version: i32,
+) -> FhirResult<Option<Version>> {
+    resource_versions::table
+        .filter(resource_versions::res_type.eq(res_type))
+        .filter(resource_versions::res_id.eq(res_id))
+        .filter(resource_versions::version.eq(version))
+        .select(Version::as_select())
         .first(c)
         .optional()
         .map_err(db_error)

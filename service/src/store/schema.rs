@@ -173,3 +173,64 @@ diesel::table! {
         count -> BigInt,
     }
 }
+
+diesel::table! {
+    subscriptions (id) {
+        id -> Text,
+        organization -> Text,
+        role -> Text,
+        res_type -> Text,
+        criteria -> Text,
+        endpoint -> Text,
+        headers -> Text,
+        full_resource -> Bool,
+        secret -> Text,
+        status -> Text,
+        events -> BigInt,
+        failures -> Integer,
+        next_attempt -> Text,
+        leased_until -> Text,
+        last_error -> Text,
+    }
+}
+
+diesel::table! {
+    outbox (seq) {
+        seq -> BigInt,
+        subscription_id -> Text,
+        delivery_id -> Text,
+        kind -> Text,
+        event_number -> BigInt,
+        res_type -> Text,
+        res_id -> Text,
+        version -> Integer,
+        created -> Text,
+    }
+}
+
+diesel::table! {
+    export_jobs (id) {
+        id -> Text,
+        client_id -> Text,
+        organization -> Text,
+        role -> Text,
+        request -> Text,
+        transaction_time -> Text,
+        tick -> BigInt,
+        since -> Nullable<Text>,
+        group_id -> Nullable<Text>,
+        types -> Text,
+        counts -> Text,
+        state -> Text,
+        error -> Nullable<Text>,
+        lease_until -> BigInt,
+        expires -> BigInt,
+    }
+}
+
+diesel::table! {
+    export_members (job_id, patient_id) {
+        job_id -> Text,
+        patient_id -> Text,
+    }
+}

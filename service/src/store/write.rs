@@ -97,6 +97,17 @@ impl Tx<'_> {
         super::query::read_in(self.c, res_type, res_id)
     }
 
+    /// One stored version, whoever the transaction is for (the hub's own
+    /// rules compare a resource with what it was before the transaction).
+    pub fn vread(
+        &mut self,
+        res_type: &str,
+        res_id: &str,
+        version: i32,
+    ) -> FhirResult<Option<super::Version>> {
+        super::query::vread_in(self.c, res_type, res_id, version)
+    }
+
     pub(super) fn conn(&mut self) -> &mut AnyConnection {
         self.c
     }

@@ -10,6 +10,10 @@
 //! transaction, and says what must follow. An error from either rolls the
 //! whole transaction back. Creating a Task (or an update that creates one)
 //! is not a transition: imports bring Tasks in every status.
+//! `message_back` says what the referring practice is told when a
+//! referral's work ends.
+
+pub mod message_back;
 
 use std::borrow::Cow;
 
@@ -488,5 +492,125 @@ mod tests {
         let same = json!({"resourceType": "Task", "status": "in-progress"});
         assert_eq!(check("Task", "t1", Some(&cur), &same).unwrap(), None);
         assert_eq!(check("Patient", "p1", Some(&cur), &same).unwrap(), None);
+    }
+}
+
+/// Property tests: `check` applies exactly the transition table, for any
+/// pair of statuses (R4 codes or anything else a client sends).
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// DESIGN.md's Task status table, written out again as pairs, so the
+    /// code's table is checked against the agreed one rather than itself.
+    const DESIGN: &[(&str, &str)] = &[
+        ("draft", "requested"),
+        ("draft", "entered-in-error"),
+        ("requested", "accepted"),
+        ("requested", "rejected"),
+        ("requested", "cancelled"),
+        ("accepted", "in-progress"),
+        ("accepted", "on-hold"),
+        ("accepted", "cancelled"),
+        ("accepted", "completed"),
+        ("accepted", "failed"),
+        ("in-progress", "on-hold"),
+        ("in-progress", "cancelled"),
+        ("in-progress", "completed"),
+        ("in-progress", "failed"),
+        ("on-hold", "in-progress"),
+        ("on-hold", "cancelled"),
+        ("on-hold", "completed"),
+        ("on-hold", "failed"),
+    ];
+
+    fn stored(status: &str, deleted: bool) -> Current {
+        Current {
+            res_type: "Task".into(),
+            res_id: "t1".into(),
+            version: 1,
+            last_updated: String::new(),
+            deleted,
+            body: json!({"resourceType": "Task", "id": "t1", "status": status}).to_string(),
+            tick: 0,
+        }
+    }
+
+    fn status() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(&TASK_STATUSES[..]).prop_map(String::from),
+            1 => "[a-z\\-]{0,12}",
+        ]
+    }
+
+    #[test]
+    fn the_table_is_the_design_table() {
+        for from in TASK_STATUSES {
+            for to in TASK_STATUSES {
+                assert_eq!(
+                    allowed(from, to),
+                    DESIGN.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn check_agrees_with_the_table(
+            from in status(),
+            to in status(),
+            reason in any::<bool>(),
+            partof in any::<bool>(),
+            deleted in any::<bool>(),
+        ) {
+            let mut next = json!({"resourceType": "Task", "status": to,
+                                  "focus": {"reference": "ServiceRequest/sr1"}});
+            if reason {
+                next["statusReason"] = json!({"text": "why"});
+            }
+            if partof {
+                next["partOf"] = json!([{"reference": "Task/parent"}]);
+            }
+            let current = stored(&from, deleted);
+            let got = check("Task", "t1", Some(&current), &next);
+            let changes = !deleted && from != to;
+            let legal = !changes || DESIGN.contains(&(from.as_str(), to.as_str()));
+            let needs_reason = NEEDS_REASON.contains(&to.as_str()) && !reason;
+            match got {
+                Err(e) if !legal => {
+                    prop_assert_eq!(e.status(), 409);
+                }
+                Err(e) if needs_reason => {
+                    prop_assert_eq!(e.status(), 422);
+                }
+                Ok(Some(t)) if changes && legal && !needs_reason => {
+                    prop_assert_eq!(
+                        t,
+                        Transition {
+                            task_id: "t1".into(),
+                            from: from.clone(),
+                            to: to.clone(),
+                            referral: Some("sr1".into()),
+                            sub_task: partof,
+                        }
+                    );
+                }
+                Ok(None) if !changes && !needs_reason => {}
+                other => prop_assert!(
+                    false,
+                    "{from} -> {to} (reason {reason}, deleted {deleted}): {other:?}"
+                ),
+            }
+            // A Task being created is not a transition, whatever its status.
+            let created = check("Task", "t1", None, &next);
+            prop_assert_eq!(created.is_ok(), !needs_reason);
+            prop_assert!(created.map_or(true, |t| t.is_none()));
+        }
     }
 }

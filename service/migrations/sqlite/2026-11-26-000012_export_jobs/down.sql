@@ -1,0 +1,2 @@
+DROP TABLE export_members;
+DROP TABLE export_jobs;
