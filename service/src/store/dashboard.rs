@@ -140,23 +140,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut DashboardReader) -> FhirResult<T>,
     ) -> FhirResult<T> {
-        let mut c = self.reader()?;
-        let mut result = None;
-        c.transaction::<(), diesel::result::Error, _>(|c| {
-            let c: &mut AnyConnection = c;
-            if let AnyConnection::Postgresql(pg) = c {
-                diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .execute(pg)?;
-            }
-            result = Some(f(&mut DashboardReader { c }));
-            Ok(())
-        })
-        .map_err(db_error)?;
-        result.unwrap_or_else(|| {
-            Err(crate::fhir::outcome::FhirError::Internal(
-                "no result".into(),
-            ))
-        })
+        self.in_snapshot(|c| f(&mut DashboardReader { c }))
     }
 }
 

@@ -85,6 +85,15 @@ impl Store {
     /// read-only transaction (REPEATABLE READ on PostgreSQL; on SQLite in
     /// WAL mode a read transaction is a snapshot already).
     pub fn snapshot<T>(&self, f: impl FnOnce(&mut Snapshot) -> FhirResult<T>) -> FhirResult<T> {
+        self.in_snapshot(|c| f(&mut Snapshot { c }))
+    }
+
+    /// The read-only transaction of `snapshot`, on a reader connection
+    /// (the dashboard's reads use it too).
+    pub(super) fn in_snapshot<T>(
+        &self,
+        f: impl FnOnce(&mut AnyConnection) -> FhirResult<T>,
+    ) -> FhirResult<T> {
         let mut c = self.reader()?;
         let mut result = None;
         c.transaction::<(), diesel::result::Error, _>(|c| {
@@ -93,11 +102,15 @@ impl Store {
                 diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     .execute(pg)?;
             }
-            result = Some(f(&mut Snapshot { c }));
+            result = Some(f(c));
             Ok(())
         })
         .map_err(db_error)?;
-        result.expect("the snapshot ran")
+        result.unwrap_or_else(|| {
+            Err(crate::fhir::outcome::FhirError::Internal(
+                "the snapshot did not run".into(),
+            ))
+        })
     }
 }
 
