@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one command that runs the whole sp-hub test suite on a fresh machine:
 #
-#   1. makes sure PostgreSQL (initdb, pg_ctl, createdb) is available,
-#      installing the distribution package when it is not;
+#   1. makes sure PostgreSQL (initdb, pg_ctl, createdb) and Chromium (the
+#      dashboard page test) are available, installing the distribution
+#      packages when they are not;
 #   2. starts a throwaway PostgreSQL cluster on 127.0.0.1 and exports
 #      SP_HUB_TEST_PG_URL for the Rust tests (each Rust test runs on both the
 #      SQLite and the PostgreSQL backend);

@@ -5,23 +5,10 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::negotiate::{form_pairs, query_param, Output};
+use super::negotiate::{form_pairs, Output};
 use super::{render, AppState};
 use crate::dashboard::{self, Request};
 use crate::fhir::outcome::FhirResult;
-
-const CSV: &str = "text/csv";
-
-fn wants_csv(req: &HttpRequest) -> bool {
-    match query_param(req, "_format") {
-        Some(f) => f == "csv" || f == CSV,
-        None => req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains(CSV)),
-    }
-}
 
 pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let result: FhirResult<HttpResponse> = async {
@@ -35,7 +22,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
             .store
             .run(move |s| dashboard::metrics(&caller, s, &request, settings))
             .await?;
-        Ok(if wants_csv(&req) {
+        Ok(if super::negotiate::wants_csv(&req) {
             HttpResponse::Ok()
                 .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
                 .body(dashboard::csv::to_csv(&m)?)

@@ -195,3 +195,18 @@ pub fn form_pairs(bytes: &[u8]) -> Vec<(String, String)> {
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
+
+pub const CSV: &str = "text/csv";
+
+/// Whether the client asked for CSV (`_format=csv` or `Accept: text/csv`):
+/// the dashboard's figures and a VCS's flat records.
+pub fn wants_csv(req: &HttpRequest) -> bool {
+    match query_param(req, "_format") {
+        Some(f) => f == "csv" || f == CSV,
+        None => req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains(CSV)),
+    }
+}

@@ -5,6 +5,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::negotiate::CSV;
 use super::negotiate::{self, form_pairs, query_param, Output};
 use super::render;
 use super::{handle, read_body, AppState};
@@ -55,20 +56,6 @@ async fn translate(
     .await
 }
 
-const CSV: &str = "text/csv";
-
-/// Whether the client asked for CSV (`_format=csv` or `Accept: text/csv`).
-fn wants_csv(req: &HttpRequest) -> bool {
-    match query_param(req, "_format") {
-        Some(f) => f == "csv" || f == CSV,
-        None => req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains(CSV)),
-    }
-}
-
 /// Errors of `$records` are OperationOutcomes in FHIR JSON, whatever the
 /// rows' format.
 fn or_outcome(result: FhirResult<HttpResponse>) -> HttpResponse {
@@ -89,7 +76,7 @@ pub async fn records_get(
                 .store
                 .run(move |s| records::outbound(&caller, s, &org, status.as_deref()))
                 .await?;
-            Ok(if wants_csv(&req) {
+            Ok(if super::negotiate::wants_csv(&req) {
                 HttpResponse::Ok()
                     .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
                     .body(csv::to_csv(&rows)?)
