@@ -115,6 +115,10 @@ struct ServeArgs {
     /// (in the database); more get 429 with Retry-After. 0: no limit.
     #[arg(long, env = "SP_HUB_RATE_LIMIT", default_value_t = 6000)]
     rate_limit: i64,
+    /// Milliseconds one SQL statement may run before it is stopped and the
+    /// request answered 503 (too costly) with Retry-After. 0: no limit.
+    #[arg(long, env = "SP_HUB_QUERY_TIMEOUT_MS", default_value_t = 10_000)]
+    query_timeout_ms: u64,
     /// Let clients' JWKS URLs be http or resolve to private or local
     /// addresses (a closed network, tests). Default: https to public
     /// addresses only (a guard against server-side request forgery).
@@ -224,6 +228,8 @@ fn main() -> std::process::ExitCode {
             max_bundle_entries: args.max_bundle_entries,
             token_lifetime: args.token_lifetime,
             rate_limit: args.rate_limit,
+            query_timeout: (args.query_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(args.query_timeout_ms)),
             allow_private_jwks_urls: args.allow_private_jwks_urls,
             public_url: args.public_url,
             demo: args.demo,

@@ -24,6 +24,8 @@ pub struct ServeConfig {
     /// Load the example PCN (`fhir-profiles/examples/demo-pcn.json`) once
     /// the database is open.
     pub demo: bool,
+    /// The longest one SQL statement may run (`--query-timeout-ms`).
+    pub query_timeout: Option<std::time::Duration>,
     /// Dashboard small-number suppression (`--dashboard-min-group`).
     pub dashboard_min_group: i64,
     /// Subscriptions: endpoint guard and retry policy.
@@ -44,7 +46,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let registry = crate::search::registry::load()?;
     crate::profiles::load()?;
     let url = cfg.database_url.clone();
-    let store = web::block(move || Store::open(&url))
+    let query_timeout = cfg.query_timeout;
+    let store = web::block(move || Store::open_limited(&url, query_timeout))
         .await
         .map_err(|e| e.to_string())??;
     crate::search::set_cursor_key(store.secret("cursor-key")?.as_bytes());

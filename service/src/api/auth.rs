@@ -84,10 +84,6 @@ pub async fn authenticate(
                     header::HeaderValue::from_static("Bearer realm=\"sp-hub\""),
                 );
             }
-            if let FhirError::TooManyRequests { retry_after, .. } = e {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
-            }
             req.into_response(resp).map_into_boxed_body()
         }
     };

@@ -36,14 +36,7 @@ async fn kick_off(
     };
     match started(&req, &state, group, &out).await {
         Ok(resp) => resp,
-        Err(e) => {
-            let mut resp = render::error_response(&e, &out);
-            if let FhirError::TooManyRequests { retry_after, .. } = e {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
-            }
-            resp
-        }
+        Err(e) => render::error_response(&e, &out),
     }
 }
 

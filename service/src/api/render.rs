@@ -119,6 +119,9 @@ pub fn error_response(err: &FhirError, out: &Output) -> HttpResponse {
         },
     };
     let mut builder = HttpResponse::build(status);
+    if let Some(seconds) = err.retry_after() {
+        builder.insert_header((header::RETRY_AFTER, seconds));
+    }
     let body = encode(&out, &json).unwrap_or_else(|_| json.into_bytes());
     builder
         .insert_header((header::CONTENT_TYPE, format!("{}; charset=utf-8", out.mime)))

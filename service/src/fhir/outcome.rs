@@ -112,6 +112,9 @@ pub enum FhirError {
     /// An error in one entry of a transaction or batch Bundle.
     #[error("Bundle.entry[{index}]: {inner}")]
     AtEntry { index: usize, inner: Box<FhirError> },
+    /// 503: a statement ran past the server's time limit (`--query-timeout-ms`).
+    #[error("{0}")]
+    QueryTimeout(String),
     /// 500 or 503: never the client's fault; details go to the log, not the client.
     #[error("{0}")]
     Internal(String),
@@ -180,7 +183,28 @@ impl FhirError {
             FhirError::UnsupportedMediaType(_) => 415,
             FhirError::Unprocessable { .. } | FhirError::Invalidated(_) => 422,
             FhirError::Internal(_) => 500,
-            FhirError::Unavailable(_) => 503,
+            FhirError::Unavailable(_) | FhirError::QueryTimeout(_) => 503,
+        }
+    }
+
+    /// A fault of ours whose details stay in the log.
+    fn is_internal(&self) -> bool {
+        match self {
+            FhirError::Internal(_) => true,
+            FhirError::AtEntry { inner, .. } => inner.is_internal(),
+            _ => false,
+        }
+    }
+
+    /// Seconds the client should wait before trying again (`Retry-After`).
+    pub fn retry_after(&self) -> Option<i64> {
+        match self {
+            FhirError::AtEntry { inner, .. } => inner.retry_after(),
+            FhirError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            // Long queries come in bursts (a dashboard refresh, a batch of
+            // polls); a short pause lets the database finish the others.
+            FhirError::QueryTimeout(_) => Some(5),
+            _ => None,
         }
     }
 
@@ -198,7 +222,7 @@ impl FhirError {
             | FhirError::UnsupportedMediaType(_) => IssueType::NotSupported,
             FhirError::PreconditionFailed(_) | FhirError::Conflict(_) => IssueType::Conflict,
             FhirError::StateConflict { .. } => IssueType::BusinessRule,
-            FhirError::PayloadTooLarge(_) => IssueType::TooCostly,
+            FhirError::PayloadTooLarge(_) | FhirError::QueryTimeout(_) => IssueType::TooCostly,
             FhirError::TooManyRequests { .. } => IssueType::Throttled,
             FhirError::RequestTimeout(_) => IssueType::Timeout,
             FhirError::Unprocessable { .. } | FhirError::Invalidated(_) => IssueType::Processing,
@@ -235,9 +259,7 @@ impl FhirError {
             return o;
         }
         let diagnostics = match self {
-            FhirError::Internal(_) | FhirError::AtEntry { .. } if self.status() >= 500 => {
-                "internal server error; the request was not applied".into()
-            }
+            e if e.is_internal() => "internal server error; the request was not applied".into(),
             other => other.to_string(),
         };
         outcome(

@@ -9,6 +9,7 @@ mod audit;
 mod clients;
 mod dashboard;
 mod export;
+mod limit;
 mod notify;
 mod pool;
 mod query;

@@ -46,6 +46,8 @@ impl Backend {
 pub(crate) struct Manager {
     url: String,
     backend: Backend,
+    /// The longest a statement may run (`limit.rs`); `None`: no limit.
+    query_timeout: Option<Duration>,
 }
 
 impl ManageConnection for Manager {
@@ -54,13 +56,19 @@ impl ManageConnection for Manager {
 
     fn connect(&self) -> Result<AnyConnection, r2d2::Error> {
         match self.backend {
-            Backend::Postgres => diesel::PgConnection::establish(&self.url)
-                .map(AnyConnection::Postgresql)
-                .map_err(r2d2::Error::ConnectionError),
+            Backend::Postgres => {
+                let mut c = diesel::PgConnection::establish(&self.url)
+                    .map_err(r2d2::Error::ConnectionError)?;
+                c.batch_execute(&statement_timeout(self.query_timeout))
+                    .map_err(r2d2::Error::QueryError)?;
+                Ok(AnyConnection::Postgresql(c))
+            }
             Backend::Sqlite => {
                 let path = self.url.strip_prefix("sqlite://").unwrap_or(&self.url);
-                let mut c = diesel::SqliteConnection::establish(path)
-                    .map_err(r2d2::Error::ConnectionError)?;
+                let mut c = super::limit::open_sqlite(self.query_timeout, || {
+                    diesel::SqliteConnection::establish(path)
+                })
+                .map_err(r2d2::Error::ConnectionError)?;
                 // WAL: readers never block the writer; NORMAL sync is durable
                 // across application crashes in WAL mode; the busy timeout
                 // covers other processes (e.g. `sp-hub migrate`) on the file.
@@ -100,12 +108,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the database, running pending migrations first.
+    /// Opens the database, running pending migrations first, with no
+    /// limit on how long a statement may run (command-line tools).
     pub fn open(url: &str) -> Result<Store, String> {
+        Store::open_limited(url, None)
+    }
+
+    /// As `open`, with every statement stopped after `query_timeout`
+    /// (`FhirError::QueryTimeout`), migrations and backups excepted.
+    pub fn open_limited(url: &str, query_timeout: Option<Duration>) -> Result<Store, String> {
         let backend = Backend::of_url(url);
         let manager = |url: &str| Manager {
             url: url.to_string(),
             backend,
+            query_timeout,
         };
         let build = |size: u32| {
             Pool::builder()
@@ -120,13 +136,13 @@ impl Store {
                 // Create the file and schema through the writer before any
                 // reader opens it.
                 let mut conn = write.get().map_err(|e| e.to_string())?;
-                run_migrations(&mut conn)?;
+                run_migrations(&mut conn, None)?;
                 (build(8)?, write)
             }
             Backend::Postgres => {
                 let pool = build(16)?;
                 let mut conn = pool.get().map_err(|e| e.to_string())?;
-                run_migrations(&mut conn)?;
+                run_migrations(&mut conn, query_timeout)?;
                 (pool.clone(), pool)
             }
         };
@@ -204,11 +220,13 @@ impl Store {
         }
         let mut conn = self.read.get().map_err(|e| e.to_string())?;
         match &mut *conn {
-            AnyConnection::Sqlite(c) => diesel::sql_query("VACUUM INTO ?")
-                .bind::<diesel::sql_types::Text, _>(path)
-                .execute(c)
-                .map(drop)
-                .map_err(|e| format!("the backup failed: {e}")),
+            AnyConnection::Sqlite(c) => super::limit::exempt(|| {
+                diesel::sql_query("VACUUM INTO ?")
+                    .bind::<diesel::sql_types::Text, _>(path)
+                    .execute(c)
+            })
+            .map(drop)
+            .map_err(|e| format!("the backup failed: {e}")),
             AnyConnection::Postgresql(_) => Err(
                 "sp-hub backup is for SQLite; back up PostgreSQL with pg_dump (deploy/README.md, \"Backups\")"
                     .into(),
@@ -259,12 +277,20 @@ fn unavailable(e: r2d2::PoolError) -> FhirError {
     FhirError::Unavailable("the database is not available; try again".into())
 }
 
-pub fn run_migrations(conn: &mut AnyConnection) -> Result<(), String> {
+/// Applies pending migrations without the statement limit (a migration
+/// may rewrite a large table), restoring `query_timeout` afterwards on the
+/// PostgreSQL connection, which returns to the pool.
+fn run_migrations(conn: &mut AnyConnection, query_timeout: Option<Duration>) -> Result<(), String> {
     let done = match conn {
-        AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-        AnyConnection::Postgresql(c) => c
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len()),
+        AnyConnection::Sqlite(c) => {
+            super::limit::exempt(|| c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()))
+        }
+        AnyConnection::Postgresql(c) => (|| {
+            c.batch_execute(&statement_timeout(None))?;
+            let n = c.run_pending_migrations(POSTGRES_MIGRATIONS)?.len();
+            c.batch_execute(&statement_timeout(query_timeout))?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(n)
+        })(),
     }
     .map_err(|e| format!("migration failed: {e}"))?;
     if done > 0 {
@@ -273,8 +299,24 @@ pub fn run_migrations(conn: &mut AnyConnection) -> Result<(), String> {
     Ok(())
 }
 
+/// `SET statement_timeout` for a PostgreSQL session (0: no limit).
+fn statement_timeout(limit: Option<Duration>) -> String {
+    format!(
+        "SET statement_timeout = {}",
+        limit.map_or(0, |d| d.as_millis().max(1))
+    )
+}
+
 /// Maps a database error to what the client may see; details are logged.
 pub(crate) fn db_error(e: diesel::result::Error) -> FhirError {
+    if super::limit::is_timeout(&e) {
+        tracing::warn!(error = %e, "statement stopped at the time limit");
+        return FhirError::QueryTimeout(
+            "the query ran longer than this server allows; narrow the search (fewer \
+             parameters matching many resources, a smaller _count or fewer _include) or try later"
+                .into(),
+        );
+    }
     tracing::error!(error = %e, "database error");
     FhirError::Internal(e.to_string())
 }
