@@ -167,6 +167,21 @@ mod tests {
             // The connection is fine afterwards, and short statements pass.
             quick(&mut conn).expect("a short statement runs");
         }
+        // A write transaction stopped midway is rolled back, and the
+        // (on SQLite, only) writer takes the next transaction.
+        let mut w = store.writer().expect("writer");
+        let stopped = w.transaction(|c| {
+            quick(c)?;
+            slow(c, 100_000_000)
+        });
+        assert!(matches!(
+            db_error(stopped.expect_err("stopped")),
+            FhirError::QueryTimeout(_)
+        ));
+        drop(w);
+        let mut w = store.writer().expect("writer");
+        w.transaction(|c| quick(c))
+            .expect("the next transaction commits");
         // A store opened without a limit lets the same statement finish.
         let unlimited = Store::open(url).expect("open");
         slow(&mut unlimited.reader().expect("reader"), 300_000).expect("no limit");
