@@ -1089,6 +1089,93 @@ async fn gp_consultations_before_and_after_referral(b: Backend) {
     );
 }
 
+/// A figure's value, 0 when it has no row (nothing to count).
+fn value_or_zero(m: &Value, family: &str, name: &str, group: &str, key: &str) -> f64 {
+    rows(m, family, name)
+        .iter()
+        .find(|r| r["group"] == group && r["subgroup"].is_null())
+        .map_or(0.0, |r| r[key].as_f64().unwrap())
+}
+
+/// Resource as stored, changed by `f`, written back.
+async fn change(s: &Server, path: &str, f: impl FnOnce(&mut Value)) {
+    let mut r = s.get_ok(path).await;
+    f(&mut r);
+    s.update(&r).await;
+}
+
+/// The dashboard summary (`dash_referrals`, `dash_facts`) follows every
+/// kind of write: a Task reassigned, a Task's status changing, a contact
+/// deleted, a referral's needs changed; `sp-hub reindex` rebuilds it to
+/// the same figures.
+async fn the_summary_follows_writes_and_rebuilds_the_same(b: Backend) {
+    let s = demo_server(b, "1").await;
+    let q = format!("{PERIOD}&pcn=Organization/org-pcn");
+    let open =
+        |m: &Value, owner: &str| value_or_zero(m, "pressure", "by_link_worker", owner, "value");
+    let m0 = metrics(&s, &q).await;
+
+    // Reassigned: the open case moves from one link worker to another.
+    change(&s, "/Task/task-024", |t| {
+        t["owner"] = json!({"reference": "PractitionerRole/role-lw-1"});
+    })
+    .await;
+    let m1 = metrics(&s, &q).await;
+    let (lw1, lw3) = ("PractitionerRole/role-lw-1", "PractitionerRole/role-lw-3");
+    assert_eq!(open(&m1, lw1), open(&m0, lw1) + 1.0, "reassigned to");
+    assert_eq!(open(&m1, lw3), open(&m0, lw3) - 1.0, "reassigned from");
+
+    // Completed: one more in the funnel's stage, one fewer open case.
+    change(&s, "/Task/task-023", |t| {
+        t["status"] = json!("completed");
+        t["executionPeriod"]["end"] = json!("2026-04-01T16:00:00Z");
+    })
+    .await;
+    let m2 = metrics(&s, &q).await;
+    let completed = |m: &Value| value_or_zero(m, "funnel", "stages", "completed", "numerator");
+    assert_eq!(completed(&m2), completed(&m1) + 1.0, "completed");
+    assert_eq!(
+        open(&m2, lw3),
+        open(&m1, lw3) - 1.0,
+        "completed case closed"
+    );
+
+    // Deleted: a contact no longer counts.
+    let contacts =
+        |m: &Value| value_or_zero(m, "activity", "contacts_per_person", "all", "numerator");
+    assert_eq!(s.delete("/Encounter/contact-030-1").await.status(), 204);
+    let m3 = metrics(&s, &q).await;
+    assert_eq!(contacts(&m3), contacts(&m2) - 1.0, "contact deleted");
+
+    // A referral's needs changed: it leaves one need's count.
+    change(&s, "/ServiceRequest/referral-030", |r| {
+        r["reasonCode"].as_array_mut().unwrap().remove(0);
+    })
+    .await;
+    let m4 = metrics(&s, &q).await;
+    let need = |m: &Value| value_or_zero(m, "referrals", "by_need", "carer-support", "value");
+    assert_eq!(need(&m4), need(&m3) - 1.0, "need removed");
+
+    // Rebuilt from the resources: the same figures.
+    let out = std::process::Command::new(bin())
+        .args(["reindex", "--database-url", &s.database_url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A new client: the old one's idle connection may have timed out.
+    let mut m5 = metrics(&s.with_token(&s.token), &q).await;
+    // The open pool's ages run on with the clock.
+    let mut m4 = m4;
+    for m in [&mut m4, &mut m5] {
+        m["figures"]["funnel"]["open_pool"] = Value::Null;
+    }
+    assert_eq!(m5["figures"], m4["figures"]);
+}
+
 /// A FHIR dateTime (UTC, seconds) for seconds since 1970.
 fn iso(secs: f64) -> String {
     let s = secs as i64;
@@ -1118,4 +1205,5 @@ both_backends!(
     each_caller_sees_its_own_organisation,
     malformed_requests_are_400_naming_the_parameter,
     gp_consultations_before_and_after_referral,
+    the_summary_follows_writes_and_rebuilds_the_same,
 );

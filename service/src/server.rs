@@ -47,9 +47,14 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), String> {
     crate::profiles::load()?;
     let url = cfg.database_url.clone();
     let query_timeout = cfg.query_timeout;
-    let store = web::block(move || Store::open_limited(&url, query_timeout))
-        .await
-        .map_err(|e| e.to_string())??;
+    // A database from before the dashboard summary gets it before serving.
+    let store = web::block(move || {
+        let store = Store::open_limited(&url, query_timeout)?;
+        store.summarise_if_missing().map_err(|e| e.to_string())?;
+        Ok::<_, String>(store)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     crate::search::set_cursor_key(store.secret("cursor-key")?.as_bytes());
     let key = crate::auth::token::ServerKey::load(&store)?;
     let started = crate::fhir::instant::now();
@@ -221,5 +226,6 @@ pub fn load_demo(store: &Store, base: &str) -> Result<Option<usize>, String> {
         usize::MAX,
     )
     .map_err(|e| format!("loading the demo data failed: {e}"))?;
+    store.analyze()?;
     Ok(Some(entries.len()))
 }

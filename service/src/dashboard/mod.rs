@@ -8,6 +8,7 @@
 
 pub mod csv;
 pub mod stats;
+pub mod summary;
 
 use std::collections::BTreeMap;
 

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use super::pool::{db_error, AnyConnection};
-use super::sql::{load, Bind, Count, Id, Sql};
+use super::sql::{load, Count, Id, Sql};
 use super::{HistoryQuery, HistoryScope, Page, Version};
 use crate::auth::access::{creator_sees, Access, OrgAccess, BASED_ON_TYPES, SHARED_TYPES};
 use crate::auth::Role;

@@ -1,18 +1,18 @@
-//! The SQL of the PCN dashboard (`crate::dashboard`): two small directory
-//! reads and one aggregate statement over the index tables (and, where a
-//! value is not indexed, the JSON of the current row), in one read
-//! transaction per request, on both backends.
+//! The SQL of the PCN dashboard (`crate::dashboard`): the summary the
+//! write path keeps (`replace_summary`, `dash_referrals` and `dash_facts`,
+//! see `crate::dashboard::summary`), two small directory reads and one
+//! aggregate statement over the summary, in one read transaction per
+//! request, on both backends.
 //!
 //! The statement starts from the population, `pop`: the SP referrals
-//! (ServiceRequest code SNOMED CT 871731000000106, not draft or entered in
-//! error, received before the end of the period) that pass the request's
-//! filters, inside the caller's view by
-//! construction, one row each with its practice (the requester, or the
-//! organisation of the requesting PractitionerRole), patient, `authoredOn`
-//! (the index's low instant) and `inp`, whether it was received in the
-//! period. Each figure then groups and counts over it in the database; what
-//! comes back is a few rows a figure (groups, days, link workers), never the
-//! resources.
+//! (`dash_referrals`: the SP code, not draft or entered in error) received
+//! before the end of the period that pass the request's filters, inside the
+//! caller's view by construction, one row each with its practice (the
+//! requester, or the organisation of the requesting PractitionerRole),
+//! patient, `authoredOn` and `inp`, whether it was received in the period.
+//! Each figure then groups and counts over it and the referrals' facts in
+//! the database; what comes back is a few rows a figure (groups, days, link
+//! workers), never the resources.
 //!
 //! Values a client gives are always bound. The SQL text holds our own
 //! column names, JSON paths and code-system constants only.
@@ -21,18 +21,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Nullable, Text};
 
 use super::pool::{db_error, AnyConnection, Store};
-use super::sql::{load, Bind, Sql};
+use super::sql::{load, Count, Sql};
 use crate::auth::access::Access;
+use crate::dashboard::summary::{self, Summary};
 use crate::fhir::outcome::FhirResult;
-
-const SP_REFERRAL: &str = "http://snomed.info/sct|871731000000106";
-const SP_NEED: &str = "https://sp-hub.example/fhir/CodeSystem/sp-need";
-const CONTACT_MODE: &str = "https://sp-hub.example/fhir/CodeSystem/sp-contact-mode";
-const HOLDING_WORK: &str = "https://sp-hub.example/fhir/CodeSystem/sp-holding-work";
-const OUTCOME_MEASURE: &str = "https://sp-hub.example/fhir/CodeSystem/sp-outcome-measure";
-const OUTCOME_TIMING: &str = "https://sp-hub.example/fhir/CodeSystem/sp-outcome-timing";
-const MESSAGE_BACK: &str =
-    "https://sp-hub.example/fhir/CodeSystem/sp-communication-category|message-back";
 
 /// What the population is and how the figures group it. Built by
 /// `crate::dashboard` from the request, the caller and the directory.
@@ -133,6 +125,30 @@ pub struct DashboardReader<'c> {
 }
 
 impl Store {
+    /// Builds the dashboard summary (with the index, `Store::reindex`) when
+    /// SP referrals are stored but none is summarised: a database from
+    /// before the summary, whose figures would otherwise be empty. Returns
+    /// how many resources were reindexed (0: the summary was there).
+    pub fn summarise_if_missing(&self) -> FhirResult<u64> {
+        let missing = self.in_snapshot(|c| {
+            let mut sql = Sql::new(c);
+            sql.push(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM search_token t WHERE t.res_type = 'ServiceRequest' \
+                 AND t.param = 'code' AND t.syscode = ",
+            )
+            .text(&format!("{}|{}", summary::SP_REFERRAL.0, summary::SP_REFERRAL.1))
+            .push(" AND NOT EXISTS (SELECT 1 FROM dash_referrals) LIMIT 1) x");
+            Ok(load!(c, sql, Count)?.first().is_some_and(|r| r.n > 0))
+        })?;
+        if !missing {
+            return Ok(0);
+        }
+        tracing::warn!(
+            "the dashboard summary is missing; rebuilding it with the index before serving"
+        );
+        self.reindex()
+    }
+
     /// Runs `f` on reads that all see one state of the database (as
     /// `Store::snapshot`: REPEATABLE READ on PostgreSQL, a WAL read
     /// transaction on SQLite), so the figures of one answer agree.
@@ -144,9 +160,100 @@ impl Store {
     }
 }
 
+/// Replaces one resource's summary rows (`crate::dashboard::summary`) with
+/// `summary` (`None`: deleted), in the caller's transaction; `summarised`
+/// says whether it may have rows to remove first. Types without a summary
+/// cost nothing.
+pub(super) fn replace_summary(
+    c: &mut AnyConnection,
+    res_type: &str,
+    res_id: &str,
+    summary: Option<&Summary>,
+    summarised: bool,
+) -> diesel::QueryResult<()> {
+    if !summary::TYPES.contains(&res_type) {
+        return Ok(());
+    }
+    if summarised {
+        let mut sql = Sql::new(c);
+        sql.push("DELETE FROM dash_facts WHERE res_type = ")
+            .text(res_type)
+            .push(" AND res_id = ")
+            .text(res_id);
+        sql.execute(c)?;
+        if res_type == "ServiceRequest" {
+            let mut sql = Sql::new(c);
+            sql.push("DELETE FROM dash_referrals WHERE sr = ")
+                .text(res_id);
+            sql.execute(c)?;
+        }
+    }
+    let Some(summary) = summary else {
+        return Ok(());
+    };
+    if let Some(r) = &summary.referral {
+        let mut sql = Sql::new(c);
+        sql.push("INSERT INTO dash_referrals (sr, requester, patient, authored, status) VALUES (")
+            .text(res_id)
+            .push(", ")
+            .opt_text(&r.requester)
+            .push(", ")
+            .opt_text(&r.patient)
+            .push(", ")
+            .text(&r.authored)
+            .push(", ")
+            .opt_text(&r.status)
+            .push(")");
+        sql.execute(c)?;
+    }
+    if summary.facts.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new(c);
+    sql.push(
+        "INSERT INTO dash_facts (res_type, res_id, kind, sr, at, status, code, code2, actor, patient, flag, num) VALUES ",
+    );
+    for (i, f) in summary.facts.iter().enumerate() {
+        sql.push(if i == 0 { "(" } else { ", (" })
+            .text(res_type)
+            .push(", ")
+            .text(res_id)
+            .push(&format!(", '{}', ", f.kind))
+            .text(&f.sr);
+        for v in [&f.at, &f.status, &f.code, &f.code2, &f.actor, &f.patient] {
+            sql.push(", ").opt_text(v);
+        }
+        sql.push(if f.flag { ", 1, " } else { ", 0, " });
+        match f.num {
+            Some(n) => sql.double(n),
+            None => sql.push("NULL"),
+        };
+        sql.push(")");
+    }
+    sql.execute(c).map(drop)
+}
+
 impl Sql {
     fn pg(&self) -> bool {
         self.numbered
+    }
+
+    /// Pushes `s`, in which a probe for one resource's own index rows
+    /// (`x.res_id = …`) is marked: `@x.param`, and `#ro` after a
+    /// search_reference alias. SQLite, which has no statistics (the server
+    /// never runs ANALYZE), would otherwise lead with a covering lookup
+    /// index on `res_type` alone and scan every entry of the type on each
+    /// probe; on SQLite the marks become a unary `+` (the param is no index
+    /// key) and `INDEXED BY` the `(res_type, res_id)` owner index.
+    /// PostgreSQL plans from its statistics: the marks go.
+    fn push_probes(&mut self, s: &str) -> &mut Self {
+        let s = if self.pg() {
+            s.replace('@', "").replace(" #ro", "")
+        } else {
+            s.replace('@', "+")
+                .replace(" #ro", " INDEXED BY search_reference_owner")
+        };
+        self.push(&s)
     }
 
     /// A JSON string (or number as text) at `path` of the JSON text `col`.
@@ -168,13 +275,6 @@ impl Sql {
             }
             self.push(&format!("json_extract({col}, '{p}')"))
         }
-    }
-
-    /// The same as a number.
-    fn json_num(&mut self, col: &str, path: &[&str]) -> &mut Self {
-        self.push("CAST(")
-            .json_text(col, path)
-            .push(" AS DOUBLE PRECISION)")
     }
 
     /// A stored or FHIR instant as something both backends compare and
@@ -248,90 +348,48 @@ impl Sql {
             .push(" THEN 'vcs-subcontracted' ELSE 'unknown' END")
     }
 
-    /// `FROM resources nr <reasonCode codings>` with `nr.res_id` the
-    /// referral and `need` the sp-need code (reasonCode is not indexed).
-    fn needs_from(&mut self) -> &mut Self {
-        if self.pg() {
-            self.push(
-                " FROM resources nr CROSS JOIN LATERAL jsonb_array_elements(COALESCE(CAST(nr.body AS jsonb) -> 'reasonCode', '[]'::jsonb)) rc(v) \
-                 CROSS JOIN LATERAL jsonb_array_elements(COALESCE(rc.v -> 'coding', '[]'::jsonb)) cd(v) \
-                 WHERE nr.res_type = 'ServiceRequest' AND (cd.v ->> 'system') = ",
-            )
-            .text(SP_NEED)
-        } else {
-            self.push(
-                " FROM resources nr, json_each(nr.body, '$.reasonCode') rc, json_each(rc.value, '$.coding') cd \
-                 WHERE nr.res_type = 'ServiceRequest' AND json_extract(cd.value, '$.system') = ",
-            )
-            .text(SP_NEED)
-        }
-    }
-
-    fn need_code(&self) -> &'static str {
-        if self.pg() {
-            "(cd.v ->> 'code')"
-        } else {
-            "json_extract(cd.value, '$.code')"
-        }
-    }
-
-    /// `WITH pop AS (…)`: the population (see the module doc).
+    /// `WITH pop AS (…)`: the population (see the module doc), from the
+    /// summary's referral rows: a practice's lead through its requester
+    /// index.
     fn with_pop(&mut self, s: &DashboardScope) -> &mut Self {
-        // Every value of a referral is a scalar subquery on its own index
-        // rows (not a join), so the referral code's index entries lead.
+        self.push("WITH ");
+        if let Some(practices) = &s.lead_practices {
+            // The requesters of the practices' referrals: the practices and
+            // their PractitionerRoles.
+            self.push(
+                "lead AS MATERIALIZED (SELECT 'PractitionerRole/' || l.res_id AS requester \
+                 FROM search_reference l WHERE l.res_type = 'PractitionerRole' AND l.param = 'organization' AND ",
+            )
+            .in_list("l.target_id", practices)
+            .push(
+                " UNION SELECT 'Organization/' || o.res_id AS requester FROM resources o \
+                 WHERE o.res_type = 'Organization' AND ",
+            )
+            .in_list("o.res_id", practices)
+            .push("), ");
+        }
         self.push(
-            "WITH pop AS MATERIALIZED (SELECT p.sr, p.practice, p.authored, p.patient, \
+            "pop AS MATERIALIZED (SELECT p.sr, p.practice, p.authored, p.patient, p.status, \
              CASE WHEN p.authored >= ",
         )
         .text(&s.from)
         .push(" AND p.authored < ")
         .text(&s.to)
-        .push(
-            " THEN 1 ELSE 0 END AS inp FROM (SELECT p0.sr, p0.authored, p0.patient, \
-             CASE WHEN p0.requester LIKE 'Organization/%' THEN substr(p0.requester, 14) ELSE \
+        .push_probes(
+            " THEN 1 ELSE 0 END AS inp FROM (SELECT r.sr, r.authored, r.patient, r.status, \
+             CASE WHEN r.requester LIKE 'Organization/%' THEN substr(r.requester, 14) ELSE \
              (SELECT MIN(o.target_id) FROM search_reference o #ro WHERE o.res_type = 'PractitionerRole' \
-             AND o.res_id = substr(p0.requester, 18) AND @o.param = 'organization' \
-             AND o.target_type = 'Organization') END AS practice FROM (SELECT c.res_id AS sr, \
-             (SELECT MIN(q.target_type || '/' || q.target_id) FROM search_reference q #ro \
-             WHERE q.res_type = 'ServiceRequest' AND q.res_id = c.res_id AND @q.param = 'requester') AS requester, \
-             (SELECT MIN(d.low) FROM search_date d #do WHERE d.res_type = 'ServiceRequest' \
-             AND d.res_id = c.res_id AND @d.param = 'authored') AS authored, \
-             (SELECT MIN(sj.target_id) FROM search_reference sj #ro WHERE sj.res_type = 'ServiceRequest' \
-             AND sj.res_id = c.res_id AND @sj.param = 'subject') AS patient \
-             FROM ",
+             AND o.res_id = substr(r.requester, 18) AND @o.param = 'organization' \
+             AND o.target_type = 'Organization') END AS practice FROM ",
         );
-        match &s.lead_practices {
-            // The practices' referrals (requested by the practice or one of
-            // its PractitionerRoles), then their code.
-            Some(practices) => {
-                self.push(
-                    "(SELECT l1.res_id AS sr FROM search_reference l1 WHERE l1.res_type = 'ServiceRequest' \
-                     AND l1.param = 'requester' AND l1.target_type = 'Organization' AND ",
-                )
-                .in_list("l1.target_id", practices)
-                .push(
-                    " UNION SELECT l2.res_id AS sr FROM search_reference l2 WHERE l2.res_type = 'ServiceRequest' \
-                     AND l2.param = 'requester' AND l2.target_type = 'PractitionerRole' AND l2.target_id IN \
-                     (SELECT l3.res_id FROM search_reference l3 WHERE l3.res_type = 'PractitionerRole' \
-                     AND l3.param = 'organization' AND ",
-                )
-                .in_list("l3.target_id", practices)
-                .push(
-                    ")) lead CROSS JOIN search_token c WHERE c.res_type = 'ServiceRequest' \
-                     AND c.res_id = lead.sr AND c.param = 'code' AND c.syscode = ",
-                );
-            }
-            None => {
-                self.push(
-                    "search_token c WHERE c.res_type = 'ServiceRequest' AND c.param = 'code' AND c.syscode = ",
-                );
-            }
-        }
-        self.text(SP_REFERRAL)
-        .push(
-            " AND NOT EXISTS (SELECT 1 FROM search_token st WHERE st.res_type = 'ServiceRequest' \
-             AND st.res_id = c.res_id AND st.param = 'status' AND st.code IN ('draft', 'entered-in-error'))",
-        );
+        self.push(if s.lead_practices.is_some() {
+            "lead CROSS JOIN dash_referrals r WHERE r.requester = lead.requester AND "
+        } else {
+            "dash_referrals r WHERE "
+        });
+        // Nothing received after the period counts, not even in the
+        // figures of open work "now".
+        self.push("r.authored < ").text(&s.to);
         // The population lies inside the caller's view by construction (see
         // `crate::dashboard::scope_for`); what is left of a VCS's rule is
         // that a withdrawn consent hides the referral.
@@ -339,48 +397,37 @@ impl Sql {
             .org()
             .is_some_and(|o| o.role == crate::auth::Role::Vcs)
         {
-            self.push(
-                " AND NOT EXISTS (SELECT 1 FROM search_reference wj #ro \
-                 WHERE wj.res_type = 'ServiceRequest' AND wj.res_id = c.res_id AND @wj.param = 'subject' \
-                 AND wj.target_type = 'Patient' AND EXISTS (SELECT 1 FROM search_reference wc \
+            self.push_probes(
+                " AND NOT EXISTS (SELECT 1 FROM search_reference wc \
                  WHERE wc.res_type = 'Consent' AND wc.param = 'patient' AND wc.target_type = 'Patient' \
-                 AND wc.target_id = wj.target_id AND EXISTS (SELECT 1 FROM search_token wt \
+                 AND wc.target_id = r.patient AND EXISTS (SELECT 1 FROM search_token wt \
                  WHERE wt.res_type = 'Consent' AND wt.res_id = wc.res_id AND ((@wt.param = 'status' \
-                 AND wt.code = 'inactive') OR (@wt.param = 'provision-type' AND wt.code = 'deny')))))",
+                 AND wt.code = 'inactive') OR (@wt.param = 'provision-type' AND wt.code = 'deny'))))",
             );
         }
         if let Some(owners) = &s.any_task_owner {
             self.push(
-                " AND EXISTS (SELECT 1 FROM search_reference af WHERE af.res_type = 'Task' \
-                 AND af.param = 'focus' AND af.target_type = 'ServiceRequest' AND af.target_id = c.res_id \
-                 AND EXISTS (SELECT 1 FROM search_reference ao #ro WHERE ao.res_type = 'Task' \
-                 AND ao.res_id = af.res_id AND @ao.param = 'owner' AND ",
+                " AND EXISTS (SELECT 1 FROM dash_facts af WHERE af.sr = r.sr AND af.kind = 'task' AND ",
             )
-            .in_list("(ao.target_type || '/' || ao.target_id)", owners)
-            .push("))");
+            .in_list("af.actor", owners)
+            .push(")");
         }
         if !s.needs.is_empty() {
-            self.push(" AND EXISTS (SELECT 1")
-                .needs_from()
-                .push(" AND nr.res_id = c.res_id AND ");
-            let code = self.need_code();
-            self.in_list(code, &s.needs).push(")");
+            self.push(
+                " AND EXISTS (SELECT 1 FROM dash_facts nf WHERE nf.sr = r.sr AND nf.kind = 'need' AND ",
+            )
+            .in_list("nf.code", &s.needs)
+            .push(")");
         }
         if let Some(owners) = &s.owners {
             self.push(
-                " AND EXISTS (SELECT 1 FROM search_reference tf WHERE tf.res_type = 'Task' \
-                 AND tf.param = 'focus' AND tf.target_type = 'ServiceRequest' AND tf.target_id = c.res_id \
-                 AND NOT EXISTS (SELECT 1 FROM search_reference tp #ro \
-                 WHERE tp.res_type = 'Task' AND tp.res_id = tf.res_id AND @tp.param = 'part-of') \
-                 AND EXISTS (SELECT 1 FROM search_reference tw #ro WHERE tw.res_type = 'Task' \
-                 AND tw.res_id = tf.res_id AND @tw.param = 'owner' AND ",
+                " AND EXISTS (SELECT 1 FROM dash_facts tf WHERE tf.sr = r.sr AND tf.kind = 'task' \
+                 AND tf.flag = 0 AND ",
             )
-            .in_list("(tw.target_type || '/' || tw.target_id)", owners)
-            .push("))");
+            .in_list("tf.actor", owners)
+            .push(")");
         }
-        // Nothing received after the period counts, not even in the figures
-        // of open work "now".
-        self.push(") p0) p WHERE p.authored < ").text(&s.to);
+        self.push(") p WHERE 1 = 1");
         if let Some(pcn) = &s.pcn {
             self.push(
                 " AND p.practice IN (SELECT m.res_id FROM search_reference m WHERE m.res_type = 'Organization' \
@@ -397,38 +444,26 @@ impl Sql {
 
     /// `, tk AS (…)`: the top-level Tasks (no `partOf`) of the population,
     /// with their status, owner (`Type/id`), first status reason code and
-    /// acceptance time: `executionPeriod.start` (the `period` index), else
-    /// the time of the first version whose status was accepted or later.
+    /// acceptance time: `executionPeriod.start`, else the time of the first
+    /// version whose status was accepted or later.
     fn with_tasks(&mut self, s: &DashboardScope) -> &mut Self {
         self.push(
-            ", tk0 AS MATERIALIZED (SELECT f.res_id AS task, pop.sr, pop.practice, pop.patient, pop.authored, pop.inp, \
-             (SELECT MIN(ts.code) FROM search_token ts WHERE ts.res_type = 'Task' AND ts.res_id = f.res_id \
-             AND @ts.param = 'status') AS status, \
-             (SELECT MIN(tw.target_type || '/' || tw.target_id) FROM search_reference tw #ro WHERE tw.res_type = 'Task' \
-             AND tw.res_id = f.res_id AND @tw.param = 'owner') AS owner, \
-             (SELECT MIN(pd.low) FROM search_date pd #do WHERE pd.res_type = 'Task' AND pd.res_id = f.res_id \
-             AND @pd.param = 'period' AND pd.low > '0001-01-01T23:59:59.999999Z') AS started \
-             FROM pop CROSS JOIN search_reference f WHERE f.target_id = pop.sr AND f.res_type = 'Task' \
-             AND f.param = 'focus' AND f.target_type = 'ServiceRequest' \
-             AND NOT EXISTS (SELECT 1 FROM search_reference fp #ro WHERE fp.res_type = 'Task' \
-             AND fp.res_id = f.res_id AND @fp.param = 'part-of')",
+            ", tk0 AS MATERIALIZED (SELECT f.res_id AS task, pop.sr, pop.practice, pop.patient, pop.authored, \
+             pop.inp, f.status, f.actor AS owner, f.at AS started, f.code AS reason \
+             FROM pop CROSS JOIN dash_facts f WHERE f.sr = pop.sr AND f.kind = 'task' AND f.flag = 0",
         );
         // A VCS sees only its own Tasks of a referral (for the other roles
         // a referral's Tasks follow it).
         if let Some(owners) = &s.any_task_owner {
-            self.push(
-                " AND EXISTS (SELECT 1 FROM search_reference vo #ro WHERE vo.res_type = 'Task' \
-                 AND vo.res_id = f.res_id AND @vo.param = 'owner' AND ",
-            )
-            .in_list("(vo.target_type || '/' || vo.target_id)", owners)
-            .push(")");
+            self.push(" AND ").in_list("f.actor", owners);
         }
-        // The JSON is read only where it can matter: the history for a Task
-        // that may have been accepted but has no executionPeriod.start (a
-        // Task still requested, or rejected, never was), the status reason
-        // for the statuses that carry one.
+        // The history is read only for a Task that may have been accepted
+        // but has no executionPeriod.start (a Task still requested, or
+        // rejected, never was); the status reason counts only for the
+        // statuses that carry one.
         self.push(
-            "), tk AS MATERIALIZED (SELECT tk0.*, CASE WHEN tk0.started IS NOT NULL THEN tk0.started \
+            "), tk AS MATERIALIZED (SELECT tk0.task, tk0.sr, tk0.practice, tk0.patient, tk0.authored, tk0.inp, \
+             tk0.status, tk0.owner, CASE WHEN tk0.started IS NOT NULL THEN tk0.started \
              WHEN tk0.status IN ('requested', 'rejected', 'draft', 'entered-in-error') THEN NULL ELSE \
              (SELECT MIN(v.last_updated) FROM resource_versions v WHERE v.res_type = 'Task' AND v.res_id = tk0.task \
              AND v.body IS NOT NULL AND ",
@@ -436,37 +471,22 @@ impl Sql {
         .json_text("v.body", &["status"])
         .push(
             " IN ('accepted', 'in-progress', 'on-hold', 'completed', 'failed')) END AS accepted_at, \
-             CASE WHEN tk0.status IN ('rejected', 'cancelled', 'failed', 'on-hold') THEN (SELECT ",
-        )
-        .json_text("tr.body", &["statusReason", "coding", "0", "code"])
-        .push(
-            " FROM resources tr WHERE tr.res_type = 'Task' AND tr.res_id = tk0.task) END AS reason FROM tk0)",
+             CASE WHEN tk0.status IN ('rejected', 'cancelled', 'failed', 'on-hold') THEN tk0.reason END AS reason \
+             FROM tk0)",
         )
     }
 
-    /// `, ct0 AS (…), ct AS (…)`: the contacts (sp-contact Encounters: a
-    /// `type` from sp-contact-mode, based on a population referral, not
-    /// cancelled or entered in error) with their start, mode, link worker
-    /// (first participant PractitionerRole) and its organisation.
+    /// `, ct0 AS (…), ct AS (…)`: the contacts of the population with their
+    /// start, mode, link worker and its organisation (looked up once a
+    /// link worker).
     fn with_contacts(&mut self) -> &mut Self {
-        self.push(
-            ", ct0 AS MATERIALIZED (SELECT b.res_id AS enc, pop.sr, pop.patient, pop.inp, \
-             (SELECT MIN(ed.low) FROM search_date ed #do WHERE ed.res_type = 'Encounter' AND ed.res_id = b.res_id \
-             AND @ed.param = 'date') AS at, \
-             (SELECT MIN(et.code) FROM search_token et WHERE et.res_type = 'Encounter' AND et.res_id = b.res_id \
-             AND et.param = 'type' AND et.system = ",
-        )
-        .text(CONTACT_MODE)
-        .push(
-            ") AS mode, \
-             (SELECT MIN(ep.target_id) FROM search_reference ep #ro WHERE ep.res_type = 'Encounter' \
-             AND ep.res_id = b.res_id AND @ep.param = 'participant' AND ep.target_type = 'PractitionerRole') AS worker \
-             FROM pop CROSS JOIN search_reference b WHERE b.target_id = pop.sr AND b.res_type = 'Encounter' AND b.param = 'based-on' AND b.target_type = 'ServiceRequest' \
-             AND NOT EXISTS (SELECT 1 FROM search_token es WHERE es.res_type = 'Encounter' AND es.res_id = b.res_id \
-             AND es.param = 'status' AND es.code IN ('cancelled', 'entered-in-error'))), \
-             ct AS MATERIALIZED (SELECT ct0.*, (SELECT MIN(wo.target_id) FROM search_reference wo #ro \
-             WHERE wo.res_type = 'PractitionerRole' AND wo.res_id = ct0.worker AND @wo.param = 'organization') AS worker_org \
-             FROM ct0 WHERE ct0.mode IS NOT NULL)",
+        self.push_probes(
+            ", ct0 AS MATERIALIZED (SELECT b.res_id AS enc, pop.sr, pop.patient, pop.authored, pop.inp, b.at, b.code AS mode, \
+             b.actor AS worker FROM pop CROSS JOIN dash_facts b WHERE b.sr = pop.sr AND b.kind = 'contact'), \
+             wk AS MATERIALIZED (SELECT w.worker, (SELECT MIN(wo.target_id) FROM search_reference wo #ro \
+             WHERE wo.res_type = 'PractitionerRole' AND wo.res_id = w.worker AND @wo.param = 'organization') AS org \
+             FROM (SELECT DISTINCT ct0.worker FROM ct0 WHERE ct0.worker IS NOT NULL) w), \
+             ct AS MATERIALIZED (SELECT ct0.*, wk.org AS worker_org FROM ct0 LEFT JOIN wk ON wk.worker = ct0.worker)",
         )
     }
 
@@ -489,26 +509,7 @@ impl Sql {
 }
 
 impl DashboardReader<'_> {
-    fn rows(&mut self, mut sql: Sql) -> FhirResult<Vec<AggRow>> {
-        // A probe for one resource's own index rows (`x.res_id = …`) is
-        // marked: `@x.param`, and `#ro` / `#do` after a search_reference /
-        // search_date alias. SQLite, which has no statistics (the server
-        // never runs ANALYZE), would otherwise lead with a covering lookup
-        // index on `res_type` alone and scan every entry of the type on
-        // each probe; on SQLite the marks become a unary `+` (the param is
-        // no index key) and `INDEXED BY` the `(res_type, res_id)` owner
-        // index. PostgreSQL plans from its statistics: the marks go.
-        sql.text = if sql.numbered {
-            sql.text
-                .replace('@', "")
-                .replace(" #ro", "")
-                .replace(" #do", "")
-        } else {
-            sql.text
-                .replace('@', "+")
-                .replace(" #ro", " INDEXED BY search_reference_owner")
-                .replace(" #do", " INDEXED BY search_date_owner")
-        };
+    fn rows(&mut self, sql: Sql) -> FhirResult<Vec<AggRow>> {
         let c: &mut AnyConnection = self.c;
         load!(c, sql, AggRow)
     }
@@ -611,20 +612,19 @@ impl DashboardReader<'_> {
     /// Referrals received in the period by need: g1 the sp-need code, n
     /// referrals, m distinct patients.
     fn part_referrals_by_need(sql: &mut Sql) {
-        sql.push(", rnd AS MATERIALIZED (SELECT DISTINCT nr.res_id AS sr, ");
-        let code = sql.need_code();
-        sql.push(&format!("{code} AS need"))
-            .needs_from()
-            .push(" AND nr.res_id IN (SELECT pop.sr FROM pop WHERE pop.inp = 1))")
-            .push(", f_referrals_by_need AS MATERIALIZED (")
+        sql.push(
+            ", rnd AS MATERIALIZED (SELECT nf.sr, nf.code AS need, pop.patient FROM pop CROSS JOIN dash_facts nf \
+             WHERE pop.inp = 1 AND nf.sr = pop.sr AND nf.kind = 'need')",
+        )
+        .push(", f_referrals_by_need AS MATERIALIZED (")
             .select_row(
                 "rnd.need",
                 "NULL",
                 "COUNT(*)",
-                "COUNT(DISTINCT pop.patient)",
+                "COUNT(DISTINCT rnd.patient)",
                 ["NULL"; 4],
             )
-            .push(" FROM rnd JOIN pop ON pop.sr = rnd.sr GROUP BY rnd.need");
+            .push(" FROM rnd GROUP BY rnd.need");
         sql.push(")");
     }
 
@@ -689,10 +689,10 @@ impl DashboardReader<'_> {
                 " AS d FROM tk WHERE tk.inp = 1 AND tk.accepted_at IS NOT NULL \
                  UNION ALL SELECT 'first-contact' AS kind, ",
             )
-            .days_cols("pop.authored", "fc.first")
+            .days_cols("fc.authored", "fc.first")
             .push(
-                " AS d FROM pop JOIN (SELECT ct.sr, MIN(ct.at) AS first FROM ct GROUP BY ct.sr) fc \
-                 ON fc.sr = pop.sr WHERE pop.inp = 1), \
+                " AS d FROM (SELECT ct.sr, MIN(ct.authored) AS authored, MIN(ct.at) AS first FROM ct \
+                 WHERE ct.inp = 1 GROUP BY ct.sr) fc), \
                  r AS MATERIALIZED (SELECT w.kind, w.d, ROW_NUMBER() OVER (PARTITION BY w.kind ORDER BY w.d) AS rn, \
                  COUNT(*) OVER (PARTITION BY w.kind) AS cnt FROM w)",
             )
@@ -772,37 +772,18 @@ impl DashboardReader<'_> {
     /// `performedPeriod`), y episodes on referrals with no onward referral
     /// (no sub-task), z distinct referrals among those.
     fn part_holding_work(sql: &mut Sql, s: &DashboardScope) {
-        sql.push(", hw AS MATERIALIZED (SELECT b.res_id AS proc, pop.sr, pop.patient, ");
-        sql.push("(SELECT MIN(pd.low) FROM search_date pd #do WHERE pd.res_type = 'Procedure' AND pd.res_id = b.res_id AND @pd.param = 'date') AS at, ")
-            .push("(SELECT MIN(pf.target_type || '/' || pf.target_id) FROM search_reference pf #ro WHERE pf.res_type = 'Procedure' AND pf.res_id = b.res_id AND @pf.param = 'performer') AS worker, ")
-            .days(
-                |q| { q.json_text("hr.body", &["performedPeriod", "start"]); },
-                |q| { q.json_text("hr.body", &["performedPeriod", "end"]); },
-            )
-            .push(
-                " * 24.0 AS hours, CASE WHEN EXISTS (SELECT 1 FROM search_reference sf \
-                 WHERE sf.res_type = 'Task' AND sf.param = 'focus' AND sf.target_type = 'ServiceRequest' \
-                 AND sf.target_id = pop.sr AND EXISTS (SELECT 1 FROM search_reference sp #ro \
-                 WHERE sp.res_type = 'Task' AND sp.res_id = sf.res_id AND @sp.param = 'part-of')) \
-                 THEN 0 ELSE 1 END AS no_service \
-                 FROM pop CROSS JOIN search_reference b CROSS JOIN resources hr \
-                 WHERE b.target_id = pop.sr AND hr.res_type = 'Procedure' AND hr.res_id = b.res_id \
-                 AND b.res_type = 'Procedure' AND b.param = 'based-on' AND b.target_type = 'ServiceRequest' \
-                 AND EXISTS (SELECT 1 FROM search_token hc WHERE hc.res_type = 'Procedure' AND hc.res_id = b.res_id \
-                 AND hc.param = 'category' AND hc.system = ",
-            )
-            .text(HOLDING_WORK)
-            .push(
-                ") AND NOT EXISTS (SELECT 1 FROM search_token hs WHERE hs.res_type = 'Procedure' \
-                 AND hs.res_id = b.res_id AND hs.param = 'status' AND hs.code IN ('entered-in-error', 'not-done'))), \
-                 hm AS MATERIALIZED (SELECT hw.*, ",
-            )
-            .model_of("hw.worker", s)
-            .push(" AS model FROM hw WHERE hw.at >= ")
-            .text(&s.from)
-            .push(" AND hw.at < ")
-            .text(&s.to)
-            .push(")");
+        sql.push(
+            ", hw AS MATERIALIZED (SELECT b.res_id AS proc, pop.sr, pop.patient, b.at, b.actor AS worker, \
+             b.num AS hours, CASE WHEN EXISTS (SELECT 1 FROM dash_facts sf WHERE sf.sr = pop.sr \
+             AND sf.kind = 'task' AND sf.flag = 1) THEN 0 ELSE 1 END AS no_service \
+             FROM pop CROSS JOIN dash_facts b WHERE b.sr = pop.sr AND b.kind = 'holding' AND b.at >= ",
+        )
+        .text(&s.from)
+        .push(" AND b.at < ")
+        .text(&s.to)
+        .push("), hm AS MATERIALIZED (SELECT hw.*, ")
+        .model_of("hw.worker", s)
+        .push(" AS model FROM hw)");
         let sums = [
             "SUM(hm.hours)",
             "SUM(hm.no_service)",
@@ -837,42 +818,25 @@ impl DashboardReader<'_> {
     /// squares, z Σ baseline, w Σ follow-up.
     fn part_outcomes(sql: &mut Sql, s: &DashboardScope) {
         sql.push(
-            ", ob AS MATERIALIZED (SELECT b.res_id AS id, pop.sr, pop.patient, \
-             (SELECT MIN(om.code) FROM search_token om WHERE om.res_type = 'Observation' AND om.res_id = b.res_id \
-             AND om.param = 'code' AND om.system = ",
+            ", obm AS MATERIALIZED (SELECT b.res_id AS id, pop.sr, pop.patient, b.code AS measure, \
+             b.code2 AS timing, b.at, b.num AS v FROM pop CROSS JOIN dash_facts b \
+             WHERE pop.inp = 1 AND b.sr = pop.sr AND b.kind = 'outcome'), \
+             ranked AS MATERIALIZED (SELECT obm.*, ROW_NUMBER() OVER (PARTITION BY obm.sr, obm.measure, obm.timing \
+             ORDER BY CASE WHEN obm.timing = 'baseline' THEN obm.at END ASC, obm.at DESC, obm.id) AS rn FROM obm), \
+             pairs AS MATERIALIZED (SELECT p.* FROM (SELECT ranked.sr, ranked.patient, ranked.measure, \
+             MAX(CASE WHEN ranked.timing = 'baseline' THEN ranked.v END) AS bv, \
+             MAX(CASE WHEN ranked.timing = 'follow-up' THEN ranked.v END) AS fv FROM ranked WHERE ranked.rn = 1 \
+             GROUP BY ranked.sr, ranked.patient, ranked.measure) p WHERE p.bv IS NOT NULL AND p.fv IS NOT NULL), \
+             allp AS MATERIALIZED (SELECT pairs.* FROM pairs UNION ALL SELECT pairs.sr, pairs.patient, 'swemwbs-metric' AS measure, ",
         );
-        sql.text(OUTCOME_MEASURE).push(
-            ") AS measure, (SELECT MIN(ot.code) FROM search_token ot WHERE ot.res_type = 'Observation' \
-             AND ot.res_id = b.res_id AND ot.param = 'category' AND ot.system = ",
-        );
-        sql.text(OUTCOME_TIMING).push(
-            ") AS timing, \
-             (SELECT MIN(od.low) FROM search_date od #do WHERE od.res_type = 'Observation' AND od.res_id = b.res_id \
-             AND @od.param = 'date') AS at, ",
-        );
-        sql.json_num("orr.body", &["valueInteger"]).push(
-            " AS v FROM pop CROSS JOIN search_reference b CROSS JOIN resources orr \
-                 WHERE pop.inp = 1 AND b.target_id = pop.sr AND orr.res_type = 'Observation' AND orr.res_id = b.res_id \
-                 AND b.res_type = 'Observation' AND b.param = 'based-on' AND b.target_type = 'ServiceRequest' \
-                 AND NOT EXISTS (SELECT 1 FROM search_token os WHERE os.res_type = 'Observation' \
-                 AND os.res_id = b.res_id AND @os.param = 'status' AND os.code IN ('entered-in-error', 'cancelled'))), \
-                 obm AS MATERIALIZED (SELECT ob.* FROM ob WHERE ob.measure IS NOT NULL AND ob.timing IS NOT NULL), \
-                 ranked AS MATERIALIZED (SELECT obm.*, ROW_NUMBER() OVER (PARTITION BY obm.sr, obm.measure, obm.timing \
-                 ORDER BY CASE WHEN obm.timing = 'baseline' THEN obm.at END ASC, obm.at DESC, obm.id) AS rn FROM obm), \
-                 pairs AS MATERIALIZED (SELECT bl.sr, bl.patient, bl.measure, bl.v AS bv, fu.v AS fv FROM ranked bl \
-                 JOIN ranked fu ON fu.sr = bl.sr AND fu.measure = bl.measure AND fu.timing = 'follow-up' AND fu.rn = 1 \
-                 WHERE bl.timing = 'baseline' AND bl.rn = 1 AND bl.v IS NOT NULL AND fu.v IS NOT NULL), \
-                 allp AS MATERIALIZED (SELECT pairs.* FROM pairs UNION ALL SELECT pairs.sr, pairs.patient, 'swemwbs-metric' AS measure, ",
-            );
-        for col in ["pairs.bv", "pairs.fv"] {
-            sql.push(&format!("CASE CAST({col} AS INTEGER)"));
+        for (i, col) in ["pairs.bv", "pairs.fv"].into_iter().enumerate() {
+            sql.push(if i == 0 { "CASE CAST(" } else { ", CASE CAST(" });
+            sql.push(&format!("{col} AS INTEGER)"));
             for (raw, metric) in &s.swemwbs {
                 sql.push(&format!(" WHEN {raw} THEN {metric:?}"));
             }
-            sql.push(" END, ");
+            sql.push(" END");
         }
-        // Drop the last ", " of the list.
-        sql.text.truncate(sql.text.len() - 2);
         sql.push(" FROM pairs WHERE pairs.measure = 'swemwbs-total')")
             .push(", f_outcomes AS MATERIALIZED (").select_row(
                 "allp.measure",
@@ -900,21 +864,8 @@ impl DashboardReader<'_> {
     fn part_gp_consultations(sql: &mut Sql, s: &DashboardScope) {
         let months = i64::from(s.gp_months);
         sql.push(
-            ", gp AS MATERIALIZED (SELECT pop.sr, (SELECT MIN(gd.low) FROM search_date gd #do \
-             WHERE gd.res_type = 'Encounter' AND gd.res_id = gs.res_id AND @gd.param = 'date') AS at \
-             FROM pop CROSS JOIN search_reference gs WHERE gs.res_type = 'Encounter' AND gs.param = 'subject' \
-             AND gs.target_type = 'Patient' AND gs.target_id = pop.patient \
-             AND EXISTS (SELECT 1 FROM search_reference gsp #ro WHERE gsp.res_type = 'Encounter' AND gsp.res_id = gs.res_id \
-             AND @gsp.param = 'service-provider' AND gsp.target_type = 'Organization' AND gsp.target_id = pop.practice) \
-             AND EXISTS (SELECT 1 FROM search_token gc WHERE gc.res_type = 'Encounter' AND gc.res_id = gs.res_id \
-             AND gc.param = 'class' AND gc.code = 'AMB') \
-             AND pop.inp = 1 AND NOT EXISTS (SELECT 1 FROM search_token gt WHERE gt.res_type = 'Encounter' \
-             AND gt.res_id = gs.res_id AND gt.param = 'type' AND gt.system = ",
-        )
-        .text(CONTACT_MODE)
-        .push(
-            ") AND NOT EXISTS (SELECT 1 FROM search_token gx WHERE gx.res_type = 'Encounter' AND gx.res_id = gs.res_id \
-             AND gx.param = 'status' AND gx.code IN ('cancelled', 'entered-in-error'))",
+            ", gp AS MATERIALIZED (SELECT DISTINCT pop.sr, g.res_id, g.at FROM pop CROSS JOIN dash_facts g \
+             WHERE pop.inp = 1 AND g.kind = 'gp' AND g.patient = pop.patient AND g.actor = pop.practice",
         );
         // Only consultations in the caller's view count: on the trail of a
         // referral of the population (which is inside the view), or created
@@ -922,14 +873,13 @@ impl DashboardReader<'_> {
         // see trail records by creation alone).
         if let Some(o) = s.access.org() {
             sql.push(
-                " AND (EXISTS (SELECT 1 FROM search_reference gb #ro JOIN pop gp2 ON gp2.sr = gb.target_id \
-                 WHERE gb.res_type = 'Encounter' AND gb.res_id = gs.res_id AND @gb.param = 'based-on' \
-                 AND gb.target_type = 'ServiceRequest')",
+                " AND (EXISTS (SELECT 1 FROM dash_facts gb JOIN pop gp2 ON gp2.sr = gb.sr \
+                 WHERE gb.res_type = 'Encounter' AND gb.res_id = g.res_id AND gb.kind = 'gp')",
             );
             if o.role != crate::auth::Role::Vcs {
                 sql.push(
                     " OR EXISTS (SELECT 1 FROM resource_creators gk WHERE gk.res_type = 'Encounter' \
-                     AND gk.res_id = gs.res_id AND gk.organization = ",
+                     AND gk.res_id = g.res_id AND gk.organization = ",
                 )
                 .text(&o.org)
                 .push(")");
@@ -1027,20 +977,19 @@ impl DashboardReader<'_> {
              AND tk.status IN ('rejected', 'cancelled', 'failed', 'on-hold') AND ",
         );
         sql.in_list("tk.reason", &s.unmet_reasons)
-            .push("), und AS MATERIALIZED (SELECT DISTINCT nr.res_id AS sr, ");
-        let code = sql.need_code();
-        sql.push(&format!("{code} AS need"))
-            .needs_from()
-            .push(" AND nr.res_id IN (SELECT um.sr FROM um))")
+            .push(
+                "), und AS MATERIALIZED (SELECT DISTINCT um.sr, um.patient, um.reason, nf.code AS need FROM um \
+                 CROSS JOIN dash_facts nf WHERE nf.sr = um.sr AND nf.kind = 'need')",
+            )
             .push(", f_unmet_need AS MATERIALIZED (")
             .select_row(
                 "und.need",
-                "um.reason",
-                "COUNT(DISTINCT um.sr)",
-                "COUNT(DISTINCT um.patient)",
+                "und.reason",
+                "COUNT(DISTINCT und.sr)",
+                "COUNT(DISTINCT und.patient)",
                 ["NULL"; 4],
             )
-            .push(" FROM um JOIN und ON und.sr = um.sr GROUP BY und.need, um.reason)")
+            .push(" FROM und GROUP BY und.need, und.reason)")
             .push(", f_unmet_practice AS MATERIALIZED (")
             .select_row(
                 "um.practice",
@@ -1061,26 +1010,13 @@ impl DashboardReader<'_> {
     fn part_embedding(sql: &mut Sql) {
         sql.push(
             ", em AS MATERIALIZED (SELECT pop.practice, \
-             CASE WHEN EXISTS (SELECT 1 FROM search_token es WHERE es.res_type = 'ServiceRequest' AND es.res_id = pop.sr \
-             AND es.param = 'status' AND es.code IN ('completed', 'revoked')) THEN 1 ELSE 0 END AS ended, \
-             CASE WHEN EXISTS (SELECT 1 FROM search_reference mb WHERE mb.res_type = 'Communication' \
-             AND mb.param = 'based-on' AND mb.target_type = 'ServiceRequest' AND mb.target_id = pop.sr \
-             AND EXISTS (SELECT 1 FROM search_token mc WHERE mc.res_type = 'Communication' \
-             AND mc.res_id = mb.res_id AND mc.param = 'category' AND mc.syscode = ",
-        );
-        sql.text(MESSAGE_BACK).push(
-            ")) THEN 1 ELSE 0 END AS mback, \
-             (SELECT COUNT(*) FROM search_reference cb WHERE cb.res_type = 'Communication' AND cb.param = 'based-on' \
-             AND cb.target_type = 'ServiceRequest' AND cb.target_id = pop.sr \
-             AND NOT EXISTS (SELECT 1 FROM search_token cc WHERE cc.res_type = 'Communication' AND cc.res_id = cb.res_id \
-             AND cc.param = 'category' AND cc.syscode = ",
-        );
-        sql.text(MESSAGE_BACK).push(
-            ") AND EXISTS (SELECT 1 FROM search_reference cs #ro WHERE cs.res_type = 'Communication' \
-             AND cs.res_id = cb.res_id AND @cs.param = 'sender' AND ((cs.target_type = 'Organization' \
-             AND cs.target_id = pop.practice) OR (cs.target_type = 'PractitionerRole' AND cs.target_id IN \
-             (SELECT cr.res_id FROM search_reference cr WHERE cr.res_type = 'PractitionerRole' \
-             AND cr.param = 'organization' AND cr.target_id = pop.practice))))) AS gp_comms \
+             CASE WHEN pop.status IN ('completed', 'revoked') THEN 1 ELSE 0 END AS ended, \
+             CASE WHEN EXISTS (SELECT 1 FROM dash_facts mb WHERE mb.sr = pop.sr AND mb.kind = 'message-back') \
+             THEN 1 ELSE 0 END AS mback, \
+             (SELECT COUNT(DISTINCT cb.res_id) FROM dash_facts cb WHERE cb.sr = pop.sr AND cb.kind = 'communication' \
+             AND (cb.actor = 'Organization/' || pop.practice OR cb.actor IN (SELECT 'PractitionerRole/' || cr.res_id \
+             FROM search_reference cr WHERE cr.res_type = 'PractitionerRole' AND cr.param = 'organization' \
+             AND cr.target_id = pop.practice))) AS gp_comms \
              FROM pop WHERE pop.inp = 1)",
         );
         sql.push(", f_embedding AS MATERIALIZED (")
@@ -1098,5 +1034,55 @@ impl DashboardReader<'_> {
             )
             .push(" FROM em GROUP BY em.practice");
         sql.push(")");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every figure's rows over everything stored, as text.
+    fn all_figures(store: &Store) -> String {
+        let scope = DashboardScope {
+            from: "2000-01-01T00:00:00.000000Z".into(),
+            to: "2100-01-01T00:00:00.000000Z".into(),
+            now: "2026-12-31T00:00:00.000000Z".into(),
+            open_before: "2026-01-01T00:00:00.000000Z".into(),
+            gp_months: 6,
+            swemwbs: vec![(14, 7.0)],
+            ..DashboardScope::default()
+        };
+        format!(
+            "{:?}",
+            store.dashboard(|r| r.figures(&scope)).expect("figures")
+        )
+    }
+
+    /// A database whose summary is missing (as before its migration) gets
+    /// it back at start, and the figures are those the write path's
+    /// summary gave.
+    #[test]
+    fn a_missing_summary_is_rebuilt_to_the_same_figures() {
+        crate::fhir::summary::load().expect("summary elements");
+        crate::search::registry::load().expect("search parameters");
+        crate::profiles::load().expect("profiles");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = dir.path().join("summary.db").to_string_lossy().into_owned();
+        let store = Store::open(&url).expect("open");
+        crate::server::load_demo(&store, "http://localhost").expect("demo");
+        let written = all_figures(&store);
+        assert!(written.contains("referrals_by_need"), "{written}");
+        assert_eq!(store.summarise_if_missing().expect("check"), 0);
+
+        let mut w = store.writer().expect("writer");
+        for table in ["dash_facts", "dash_referrals"] {
+            diesel::sql_query(format!("DELETE FROM {table}"))
+                .execute(&mut *w)
+                .expect("empty the summary");
+        }
+        drop(w);
+        assert_ne!(all_figures(&store), written);
+        assert!(store.summarise_if_missing().expect("rebuild") > 0);
+        assert_eq!(all_figures(&store), written);
     }
 }

@@ -7,7 +7,7 @@ use diesel::sql_types::{Nullable, Text};
 
 use super::pool::{db_error, AnyConnection, Store};
 use super::schema::{export_jobs, export_members, feed_clock};
-use super::sql::{load, Bind, Count, Sql};
+use super::sql::{load, Count, Sql};
 use crate::auth::access::Access;
 use crate::fhir::outcome::FhirResult;
 

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use super::pool::{db_error, AnyConnection};
-use super::sql::{load, Bind, Count, Id, Sql};
+use super::sql::{load, Count, Id, Sql};
 use super::{Current, Page};
 use crate::fhir::outcome::FhirResult;
 use std::collections::HashSet;

@@ -4,12 +4,13 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde_json::Value;
 
+use super::dashboard::replace_summary;
 use super::pool::{db_error, AnyConnection, Store};
 use super::schema::{
     feed_clock, resource_versions, resources, search_date, search_number, search_quantity,
     search_reference, search_string, search_token, search_uri,
 };
-use super::sql::{Bind, Sql};
+use super::sql::{load, Bind, Sql};
 use super::{Current, IndexRows};
 use crate::fhir::outcome::{FhirError, FhirResult};
 use crate::search::SearchQuery;
@@ -253,39 +254,44 @@ impl Store {
     }
 
     /// Rebuilds every current resource's index rows from the registered
-    /// parameters (after a parameter is added or changed), a page of
-    /// resources per transaction. Returns how many resources were indexed.
+    /// parameters (after a parameter is added or changed) and its dashboard
+    /// summary, a page of resources per transaction. Returns how many
+    /// resources were indexed. Safe while the server writes: a page is read
+    /// inside its transaction, its rows locked on PostgreSQL (SQLite has one
+    /// writer at a time), so a concurrent write is never undone.
     pub fn reindex(&self) -> FhirResult<u64> {
-        const PAGE: i64 = 500;
         let mut conn = self.writer()?;
         let mut after: (String, String) = (String::new(), String::new());
         let mut done = 0u64;
         loop {
-            let page: Vec<Current> = resources::table
-                .filter(resources::deleted.eq(false))
-                .filter(
-                    resources::res_type.gt(&after.0).or(resources::res_type
-                        .eq(&after.0)
-                        .and(resources::res_id.gt(&after.1))),
-                )
-                .order((resources::res_type.asc(), resources::res_id.asc()))
-                .limit(PAGE)
-                .select(Current::as_select())
-                .load(&mut conn)
-                .map_err(db_error)?;
+            let page = conn
+                .transaction::<_, Attempt, _>(|c| {
+                    take_sqlite_write_lock(c)?;
+                    let page = reindex_page(c, &after)?;
+                    for r in &page {
+                        let resource: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+                        let index = crate::search::index::rows(&r.res_type, &resource);
+                        replace_index(c, &r.res_type, &r.res_id, &index, true)?;
+                        let summary = crate::dashboard::summary::of(
+                            &r.res_type,
+                            &r.res_id,
+                            &resource,
+                            &index,
+                        );
+                        replace_summary(c, &r.res_type, &r.res_id, Some(&summary), true)?;
+                    }
+                    Ok(page)
+                })
+                .map_err(|e| match e {
+                    Attempt::Lost => {
+                        FhirError::Conflict("reindexing lost a race; run it again".into())
+                    }
+                    Attempt::Failed(e) => e,
+                })?;
             let Some(last) = page.last() else {
                 return Ok(done);
             };
             after = (last.res_type.clone(), last.res_id.clone());
-            conn.transaction::<_, diesel::result::Error, _>(|c| {
-                for r in &page {
-                    let resource: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-                    let index = crate::search::index::rows(&r.res_type, &resource);
-                    replace_index(c, &r.res_type, &r.res_id, &index, true)?;
-                }
-                Ok(())
-            })
-            .map_err(db_error)?;
             done += page.len() as u64;
         }
     }
@@ -309,6 +315,26 @@ impl Store {
         }
         Err(None)
     }
+}
+
+/// The next page of live resources after `after` (type, id) for
+/// `Store::reindex`, locked until the transaction ends on PostgreSQL.
+fn reindex_page(c: &mut AnyConnection, after: &(String, String)) -> FhirResult<Vec<Current>> {
+    let mut sql = Sql::new(c);
+    sql.push(
+        "SELECT res_type, res_id, version, last_updated, deleted, body, tick FROM resources \
+         WHERE NOT deleted AND (res_type > ",
+    )
+    .text(&after.0)
+    .push(" OR (res_type = ")
+    .text(&after.0)
+    .push(" AND res_id > ")
+    .text(&after.1)
+    .push(")) ORDER BY res_type, res_id LIMIT 500");
+    if sql.numbered {
+        sql.push(" FOR UPDATE");
+    }
+    load!(c, sql, Current)
 }
 
 /// On SQLite, makes the transaction's first statement a write. A
@@ -338,8 +364,32 @@ fn stamp_ticks(c: &mut AnyConnection, written: &[(String, String, i32)]) -> Resu
         .find(1)
         .select(feed_clock::last)
         .first(c)?;
+    let first = last - n + 1;
+    if let AnyConnection::Postgresql(_) = c {
+        // Each statement is a round trip: stamp a batch of versions (and
+        // the current rows that are those versions) per statement.
+        for (k, chunk) in written.chunks(TICKS_PER_STATEMENT).enumerate() {
+            let mut sql = Sql::new(c);
+            sql.push("WITH x (t, id, ver, tick) AS (VALUES ");
+            for (i, (t, id, v)) in chunk.iter().enumerate() {
+                let tick = first + (k * TICKS_PER_STATEMENT + i) as i64;
+                sql.push(if i == 0 { "(" } else { ", (" });
+                sql.text(t).push(", ").text(id).push(", ");
+                sql.text(&v.to_string()).push("::integer, ");
+                sql.text(&tick.to_string()).push("::bigint)");
+            }
+            sql.push(
+                "), v AS (UPDATE resource_versions rv SET tick = x.tick FROM x \
+                 WHERE rv.res_type = x.t AND rv.res_id = x.id AND rv.version = x.ver) \
+                 UPDATE resources r SET tick = x.tick FROM x \
+                 WHERE r.res_type = x.t AND r.res_id = x.id AND r.version = x.ver",
+            );
+            sql.execute(c)?;
+        }
+        return Ok(());
+    }
     for (i, (t, id, v)) in written.iter().enumerate() {
-        let tick = last - n + 1 + i as i64;
+        let tick = first + i as i64;
         diesel::update(
             resource_versions::table
                 .filter(resource_versions::res_type.eq(t))
@@ -358,6 +408,10 @@ fn stamp_ticks(c: &mut AnyConnection, written: &[(String, String, i32)]) -> Resu
     }
     Ok(())
 }
+
+/// Versions stamped per statement on PostgreSQL (four binds each, well
+/// under its 65,535).
+const TICKS_PER_STATEMENT: usize = 2000;
 
 fn write_in<F>(
     c: &mut AnyConnection,
@@ -400,6 +454,8 @@ where
                 tick: 0,
             };
             save(c, current.as_ref(), &row, method, &index)?;
+            let summary = crate::dashboard::summary::of(res_type, res_id, &resource, &index);
+            replace_summary(c, res_type, res_id, Some(&summary), live_before)?;
             row
         }
         Decision::Delete => {
@@ -413,6 +469,7 @@ where
                 tick: 0,
             };
             save(c, current.as_ref(), &row, "DELETE", &IndexRows::default())?;
+            replace_summary(c, res_type, res_id, None, live_before)?;
             row
         }
     };
@@ -431,6 +488,14 @@ fn save(
     method: &str,
     index: &IndexRows,
 ) -> Result<(), Attempt> {
+    // A new resource, or one deleted before, has no index rows to clear.
+    let indexed = previous.is_some_and(|p| !p.deleted);
+    let tables = index_tables(index);
+    if let AnyConnection::Postgresql(_) = c {
+        if tables.iter().map(|t| t.rows.len()).sum::<usize>() <= MAX_INLINE_ROWS {
+            return save_pg(c, previous, row, method, indexed, &tables);
+        }
+    }
     // The history insert comes first: its unique key is where two writers of
     // the same version collide, on both backends.
     diesel::insert_into(resource_versions::table)
@@ -474,9 +539,290 @@ fn save(
             }
         }
     }
-    // A new resource, or one deleted before, has no index rows to clear.
-    let indexed = previous.is_some_and(|p| !p.deleted);
-    replace_index(c, &row.res_type, &row.res_id, index, indexed)?;
+    if indexed {
+        clear_index(c, &row.res_type, &row.res_id)?;
+    }
+    insert_index(c, &row.res_type, &row.res_id, &tables)?;
+    Ok(())
+}
+
+/// Index rows a PostgreSQL write puts in its one or two statements; a
+/// resource with more (a large Group, say) takes the statement-per-table
+/// path, which keeps every statement under the bind limit.
+const MAX_INLINE_ROWS: usize = 2000;
+
+/// PostgreSQL: the history row, the current row and the index as one or two
+/// statements (data-modifying CTEs), since there each statement is a round
+/// trip and most of a small write's time. A new resource's index rows go in
+/// the same statement; a changed one's old rows are deleted in it and the
+/// new ones inserted by a second statement, because the parts of one
+/// statement run on one snapshot in no set order, so deleting and
+/// re-inserting the same key there could collide on a primary key. The
+/// history insert still decides a race: its unique key fails the statement.
+fn save_pg(
+    c: &mut AnyConnection,
+    previous: Option<&Current>,
+    row: &Current,
+    method: &str,
+    indexed: bool,
+    tables: &[IndexTable],
+) -> Result<(), Attempt> {
+    let (t, id) = (row.res_type.as_str(), row.res_id.as_str());
+    let version = row.version.to_string();
+    let mut sql = Sql::new(c);
+    sql.push(
+        "WITH v AS (INSERT INTO resource_versions \
+         (res_type, res_id, version, last_updated, method, body) VALUES (",
+    );
+    sql.text(t).push(", ").text(id).push(", ");
+    sql.text(&version).push("::integer, ");
+    sql.text(&row.last_updated)
+        .push(", ")
+        .text(method)
+        .push(", ");
+    if row.deleted {
+        sql.push("NULL))");
+    } else {
+        sql.text(&row.body).push("))");
+    }
+    if indexed {
+        for table in INDEX_TABLES {
+            sql.push(&format!(
+                ", d_{table} AS (DELETE FROM {table} WHERE res_type = "
+            ));
+            sql.text(t).push(" AND res_id = ").text(id).push(")");
+        }
+    } else {
+        for table in tables {
+            sql.push(&format!(", i_{} AS (", table.name));
+            push_insert(&mut sql, table, t, id, &table.rows);
+            sql.push(")");
+        }
+    }
+    match previous {
+        None => {
+            sql.push(
+                " INSERT INTO resources (res_type, res_id, version, last_updated, deleted, body) \
+                 VALUES (",
+            );
+            sql.text(t).push(", ").text(id).push(", ");
+            sql.text(&version)
+                .push("::integer, ")
+                .text(&row.last_updated);
+            sql.push(", ")
+                .text(&row.deleted.to_string())
+                .push("::boolean, ");
+            sql.text(&row.body).push(")");
+        }
+        Some(prev) => {
+            sql.push(" UPDATE resources SET version = ").text(&version);
+            sql.push("::integer, last_updated = ")
+                .text(&row.last_updated);
+            sql.push(", deleted = ").text(&row.deleted.to_string());
+            sql.push("::boolean, body = ").text(&row.body);
+            sql.push(" WHERE res_type = ")
+                .text(t)
+                .push(" AND res_id = ")
+                .text(id);
+            sql.push(" AND version = ")
+                .text(&prev.version.to_string())
+                .push("::integer");
+        }
+    }
+    if sql.execute(c)? != 1 {
+        return Err(Attempt::Lost);
+    }
+    if let (true, Some((last, rest))) = (indexed, tables.split_last()) {
+        let mut sql = Sql::new(c);
+        for (n, table) in rest.iter().enumerate() {
+            sql.push(if n == 0 { "WITH " } else { ", " });
+            sql.push(&format!("i_{} AS (", table.name));
+            push_insert(&mut sql, table, t, id, &table.rows);
+            sql.push(")");
+        }
+        sql.push(" ");
+        push_insert(&mut sql, last, t, id, &last.rows);
+        sql.execute(c)?;
+    }
+    Ok(())
+}
+
+const INDEX_TABLES: [&str; 7] = [
+    "search_token",
+    "search_string",
+    "search_date",
+    "search_reference",
+    "search_uri",
+    "search_number",
+    "search_quantity",
+];
+
+/// One index table's new rows for a resource: each row is its parameter's
+/// name and the values of `columns`.
+struct IndexTable {
+    name: &'static str,
+    columns: &'static [&'static str],
+    rows: Vec<(String, Vec<Bind>)>,
+}
+
+/// The tables `index` has rows for, with those rows as binds.
+fn index_tables(index: &IndexRows) -> Vec<IndexTable> {
+    let text = |s: &str| Bind::Text(s.to_string());
+    let table = |name, columns, rows: Vec<(String, Vec<Bind>)>| IndexTable {
+        name,
+        columns,
+        rows,
+    };
+    let tables = [
+        table(
+            "search_token",
+            &["system", "code", "syscode"],
+            index
+                .tokens
+                .iter()
+                .map(|r| {
+                    let syscode = Bind::Text(format!("{}|{}", r.system, r.code));
+                    (
+                        r.param.clone(),
+                        vec![text(&r.system), text(&r.code), syscode],
+                    )
+                })
+                .collect(),
+        ),
+        table(
+            "search_string",
+            &["norm", "exact"],
+            index
+                .strings
+                .iter()
+                .map(|r| (r.param.clone(), vec![text(&r.norm), text(&r.exact)]))
+                .collect(),
+        ),
+        table(
+            "search_date",
+            &["low", "high"],
+            index
+                .dates
+                .iter()
+                .map(|r| (r.param.clone(), vec![text(&r.low), text(&r.high)]))
+                .collect(),
+        ),
+        table(
+            "search_reference",
+            &["target_type", "target_id", "url"],
+            index
+                .references
+                .iter()
+                .map(|r| {
+                    let values = vec![text(&r.target_type), text(&r.target_id), text(&r.url)];
+                    (r.param.clone(), values)
+                })
+                .collect(),
+        ),
+        table(
+            "search_uri",
+            &["uri"],
+            index
+                .uris
+                .iter()
+                .map(|r| (r.param.clone(), vec![text(&r.uri)]))
+                .collect(),
+        ),
+        table(
+            "search_number",
+            &["value"],
+            index
+                .numbers
+                .iter()
+                .map(|r| (r.param.clone(), vec![Bind::Double(r.value)]))
+                .collect(),
+        ),
+        table(
+            "search_quantity",
+            &["value", "system", "code"],
+            index
+                .quantities
+                .iter()
+                .map(|r| {
+                    let values = vec![Bind::Double(r.value), text(&r.system), text(&r.code)];
+                    (r.param.clone(), values)
+                })
+                .collect(),
+        ),
+    ];
+    tables.into_iter().filter(|t| !t.rows.is_empty()).collect()
+}
+
+/// Appends `INSERT INTO table (res_type, res_id, param, columns…) VALUES …`.
+fn push_insert(
+    sql: &mut Sql,
+    table: &IndexTable,
+    res_type: &str,
+    res_id: &str,
+    rows: &[(String, Vec<Bind>)],
+) {
+    sql.push(&format!(
+        "INSERT INTO {} (res_type, res_id, param, {}) VALUES ",
+        table.name,
+        table.columns.join(", ")
+    ));
+    for (n, (param, values)) in rows.iter().enumerate() {
+        sql.push(if n == 0 { "(" } else { ", (" });
+        sql.text(res_type)
+            .push(", ")
+            .text(res_id)
+            .push(", ")
+            .text(param);
+        for v in values {
+            sql.push(", ");
+            sql.bind(v.clone());
+        }
+        sql.push(")");
+    }
+}
+
+/// Deletes every index row of one resource.
+fn clear_index(c: &mut AnyConnection, res_type: &str, res_id: &str) -> diesel::QueryResult<()> {
+    macro_rules! clear {
+        ($($table:ident),*) => {$(
+            diesel::delete(
+                $table::table
+                    .filter($table::res_type.eq(res_type))
+                    .filter($table::res_id.eq(res_id)),
+            )
+            .execute(c)?;
+        )*};
+    }
+    clear!(
+        search_token,
+        search_string,
+        search_date,
+        search_reference,
+        search_uri,
+        search_number,
+        search_quantity
+    );
+    Ok(())
+}
+
+/// Rows per INSERT statement, well under both backends' bind limits.
+const ROWS_PER_INSERT: usize = 100;
+
+/// Inserts the index rows, one multi-row INSERT per table and chunk
+/// (diesel's batch insert is not available through MultiConnection).
+fn insert_index(
+    c: &mut AnyConnection,
+    res_type: &str,
+    res_id: &str,
+    tables: &[IndexTable],
+) -> diesel::QueryResult<()> {
+    for table in tables {
+        for chunk in table.rows.chunks(ROWS_PER_INSERT) {
+            let mut sql = Sql::new(c);
+            push_insert(&mut sql, table, res_type, res_id, chunk);
+            sql.execute(c)?;
+        }
+    }
     Ok(())
 }
 
@@ -489,139 +835,8 @@ pub(super) fn replace_index(
     index: &IndexRows,
     indexed: bool,
 ) -> diesel::QueryResult<()> {
-    macro_rules! clear {
-        ($($table:ident),*) => {$(
-            diesel::delete(
-                $table::table
-                    .filter($table::res_type.eq(res_type))
-                    .filter($table::res_id.eq(res_id)),
-            )
-            .execute(c)?;
-        )*};
-    }
     if indexed {
-        clear!(
-            search_token,
-            search_string,
-            search_date,
-            search_reference,
-            search_uri,
-            search_number,
-            search_quantity
-        );
+        clear_index(c, res_type, res_id)?;
     }
-    // One multi-row INSERT per table (diesel's batch insert is not
-    // available through MultiConnection): a resource has tens of rows, and
-    // on PostgreSQL each statement is a round trip.
-    let (t, i) = (res_type, res_id);
-    let text = |s: &str| Bind::Text(s.to_string());
-    insert(
-        c,
-        "search_token",
-        &["system", "code", "syscode"],
-        t,
-        i,
-        &index.tokens,
-        |r| {
-            (
-                &r.param,
-                vec![
-                    text(&r.system),
-                    text(&r.code),
-                    Bind::Text(format!("{}|{}", r.system, r.code)),
-                ],
-            )
-        },
-    )?;
-    insert(
-        c,
-        "search_string",
-        &["norm", "exact"],
-        t,
-        i,
-        &index.strings,
-        |r| (&r.param, vec![text(&r.norm), text(&r.exact)]),
-    )?;
-    insert(
-        c,
-        "search_date",
-        &["low", "high"],
-        t,
-        i,
-        &index.dates,
-        |r| (&r.param, vec![text(&r.low), text(&r.high)]),
-    )?;
-    insert(
-        c,
-        "search_reference",
-        &["target_type", "target_id", "url"],
-        t,
-        i,
-        &index.references,
-        |r| {
-            (
-                &r.param,
-                vec![text(&r.target_type), text(&r.target_id), text(&r.url)],
-            )
-        },
-    )?;
-    insert(c, "search_uri", &["uri"], t, i, &index.uris, |r| {
-        (&r.param, vec![text(&r.uri)])
-    })?;
-    insert(c, "search_number", &["value"], t, i, &index.numbers, |r| {
-        (&r.param, vec![Bind::Double(r.value)])
-    })?;
-    insert(
-        c,
-        "search_quantity",
-        &["value", "system", "code"],
-        t,
-        i,
-        &index.quantities,
-        |r| {
-            (
-                &r.param,
-                vec![Bind::Double(r.value), text(&r.system), text(&r.code)],
-            )
-        },
-    )?;
-    Ok(())
-}
-
-/// Rows per INSERT statement, well under both backends' bind limits.
-const ROWS_PER_INSERT: usize = 100;
-
-/// Inserts `rows` into index `table`: (res_type, res_id, param, columns…).
-fn insert<R>(
-    c: &mut AnyConnection,
-    table: &str,
-    columns: &[&str],
-    res_type: &str,
-    res_id: &str,
-    rows: &[R],
-    values: impl Fn(&R) -> (&String, Vec<Bind>),
-) -> diesel::QueryResult<()> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut sql = Sql::new(c);
-        sql.push(&format!(
-            "INSERT INTO {table} (res_type, res_id, param, {}) VALUES ",
-            columns.join(", ")
-        ));
-        for (n, row) in chunk.iter().enumerate() {
-            let (param, rest) = values(row);
-            sql.push(if n == 0 { "(" } else { ", (" });
-            sql.text(res_type)
-                .push(", ")
-                .text(res_id)
-                .push(", ")
-                .text(param);
-            for v in rest {
-                sql.push(", ");
-                sql.bind(v);
-            }
-            sql.push(")");
-        }
-        sql.execute(c)?;
-    }
-    Ok(())
+    insert_index(c, res_type, res_id, &index_tables(index))
 }

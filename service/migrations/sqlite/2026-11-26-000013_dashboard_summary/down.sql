@@ -1,0 +1,2 @@
+DROP TABLE dash_facts;
+DROP TABLE dash_referrals;
