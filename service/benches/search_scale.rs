@@ -39,18 +39,20 @@
 //! place for trying plans by hand, and reuses it without loading when a
 //! later run with `--keep` finds it.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::{percentile, Fresh, Server};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::sql_types::{Double, Integer, Text};
 use serde_json::{json, Value};
 use sp_hub::store::{Decision, Store};
+use sp_hub::synthetic::Rng;
 
 /// Referrals per GP practice and Tasks per VCS organisation: the number of
 /// organisations grows with N, as it does when a hub serves more areas, so
@@ -71,7 +73,6 @@ const VCS_SYSTEM: &str = "https://fhir.example.org/sp-hub/vcs-id";
 const STATUSES: [&str; 4] = ["requested", "accepted", "in-progress", "completed"];
 /// Untimed requests before each timed run (connection set-up, caches).
 const WARM_UP: usize = 5;
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// The values the plans are shown for.
 const PLAN_VCS: u64 = 7;
@@ -136,23 +137,6 @@ fn options() -> Result<Options, String> {
 // ---------------------------------------------------------------------------
 // Data
 // ---------------------------------------------------------------------------
-
-/// splitmix64: deterministic, so every run loads the same data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A random instant in 2025-2026 (both 365 days).
 fn instant_in_2025_2026(rng: &mut Rng) -> String {
@@ -368,72 +352,6 @@ struct Statement {
     label: String,
     sql: String,
     binds: Vec<Bind>,
-}
-
-/// The bench's admin client, registered with `key`'s public half.
-fn bench_client(
-    id: &str,
-    key: &p384::ecdsa::SigningKey,
-) -> Result<sp_hub::store::ClientRow, String> {
-    use base64::Engine as _;
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let point = key.verifying_key().to_encoded_point(false);
-    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": "bench",
-        "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}]});
-    let jwks = jwks.to_string();
-    sp_hub::auth::registration(
-        id,
-        "Organization/bench",
-        "admin",
-        "system/*.*",
-        sp_hub::auth::Keys::Jwks(&jwks),
-    )
-}
-
-/// An access token for the bench client, from the server's token endpoint.
-async fn bench_token(
-    base: &str,
-    id: &str,
-    key: &p384::ecdsa::SigningKey,
-) -> Result<String, String> {
-    use p384::pkcs8::EncodePrivateKey as _;
-    let aud = format!("{base}/auth/token");
-    let now = sp_hub::auth::token::now();
-    let claims = serde_json::json!({"iss": id, "sub": id, "aud": aud, "exp": now + 240,
-                                    "jti": uuid::Uuid::new_v4().to_string()});
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
-    header.kid = Some("bench".into());
-    let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
-    let assertion = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
-    )
-    .map_err(|e| e.to_string())?;
-    let form = [
-        ("grant_type", "client_credentials"),
-        (
-            "client_assertion_type",
-            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        ),
-        ("client_assertion", assertion.as_str()),
-        ("scope", "system/*.read"),
-    ];
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let resp = reqwest::Client::new()
-        .post(&aud)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let v: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
-    v["access_token"]
-        .as_str()
-        .map(String::from)
-        .ok_or_else(|| format!("no token: {v}"))
 }
 
 /// Runs the search in-process (as the server's handler does) and returns
@@ -666,166 +584,6 @@ fn scan_warning(line: &str) -> Option<&'static str> {
 }
 
 // ---------------------------------------------------------------------------
-// Databases and the server
-// ---------------------------------------------------------------------------
-
-/// A fresh database for one size, removed on drop unless kept.
-struct Fresh {
-    url: String,
-    /// PostgreSQL: the maintenance URL and the database name, for dropdb.
-    postgres: Option<(String, String)>,
-    _dir: Option<tempfile::TempDir>,
-    keep: bool,
-}
-
-impl Fresh {
-    /// The database for size `n`, and whether it is a kept one already
-    /// loaded.
-    fn new(postgres: Option<&str>, n: usize, keep: bool) -> Result<(Fresh, bool), String> {
-        match postgres {
-            None if keep => {
-                let dir = std::env::temp_dir().join("sp-hub-bench");
-                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                let path = dir.join(format!("sqlite-{n}.db"));
-                let loaded = path.exists();
-                let fresh = Fresh {
-                    url: path.to_string_lossy().into_owned(),
-                    postgres: None,
-                    _dir: None,
-                    keep,
-                };
-                Ok((fresh, loaded))
-            }
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("sp-hub-bench-")
-                    .tempdir()
-                    .map_err(|e| e.to_string())?;
-                let url = dir.path().join("bench.db").to_string_lossy().into_owned();
-                let fresh = Fresh {
-                    url,
-                    postgres: None,
-                    _dir: Some(dir),
-                    keep,
-                };
-                Ok((fresh, false))
-            }
-            Some(admin) => {
-                let name = if keep {
-                    format!("sp_hub_bench_{n}")
-                } else {
-                    format!("sp_hub_bench_{n}_{}", std::process::id())
-                };
-                let out = Command::new("createdb")
-                    .arg(format!("--maintenance-db={admin}"))
-                    .arg(&name)
-                    .output()
-                    .map_err(|e| format!("cannot run createdb (is it on PATH?): {e}"))?;
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let loaded = keep && stderr.contains("already exists");
-                if !out.status.success() && !loaded {
-                    return Err(format!("createdb {name} failed: {stderr}"));
-                }
-                let fresh = Fresh {
-                    url: with_database(admin, &name),
-                    postgres: Some((admin.to_string(), name)),
-                    _dir: None,
-                    keep,
-                };
-                Ok((fresh, loaded))
-            }
-        }
-    }
-}
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        if self.keep {
-            println!("kept the database: {}", self.url);
-            return;
-        }
-        if let Some((admin, name)) = &self.postgres {
-            let ok = Command::new("dropdb")
-                .arg(format!("--maintenance-db={admin}"))
-                .arg("--force")
-                .arg(name)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("warning: could not drop database {name}");
-            }
-        }
-    }
-}
-
-/// Replaces the database name (the URL path) of a PostgreSQL URL.
-fn with_database(url: &str, name: &str) -> String {
-    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let (head, tail) = url.split_at(scheme_end);
-    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
-    let authority_end = tail.find(['/', '?']).unwrap_or(tail.len());
-    format!("{head}{}/{name}{query}", &tail[..authority_end])
-}
-
-/// `sp-hub serve` on a database; killed and reaped on drop.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(database_url: &str) -> Result<Server, String> {
-        let bin = env!("CARGO_BIN_EXE_sp-hub");
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                database_url,
-            ])
-            .env_remove("SP_HUB_LISTEN")
-            .env_remove("SP_HUB_DATABASE_URL")
-            .env("SP_HUB_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {bin}: {e}"))?;
-        // A thread reads stdout: the first line comes to us, the rest is
-        // drained so the server can never block on a full pipe.
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok));
-            for _ in lines.by_ref() {}
-        });
-        let mut server = Server {
-            child,
-            base: String::new(),
-        };
-        let line = rx
-            .recv_timeout(STARTUP_TIMEOUT)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        server.base = line
-            .strip_prefix("sp-hub listening on ")
-            .ok_or_else(|| format!("sp-hub did not announce its address (got '{line}')"))?
-            .to_string();
-        Ok(server)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Timing
 // ---------------------------------------------------------------------------
 
@@ -840,11 +598,6 @@ struct Timing {
     per_second: f64,
     /// Mean Bundle.total (or entries, without a total) per response.
     hits: f64,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Result<impl AsRef<[u8]>, String> {
@@ -950,7 +703,7 @@ fn run_size(
         practices(n),
         vcs_orgs(n)
     );
-    let (fresh, loaded) = Fresh::new(o.postgres.as_deref(), n, o.keep)?;
+    let (fresh, loaded) = Fresh::new(o.postgres.as_deref(), "sp_hub_bench", o.keep.then_some(n))?;
 
     // 1. Load through the library, then capture the SQL of each search.
     let (tick, statements) = {
@@ -1000,11 +753,16 @@ fn run_size(
 
     // 2. Time the searches over HTTP against the real server, as an admin
     // client with a key made here.
-    let key = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
     let client_id = format!("bench-{}", std::process::id());
-    Store::open(&fresh.url)?.put_client(&bench_client(&client_id, &key)?)?;
     let server = Server::start(&fresh.url)?;
-    let token = runtime.block_on(bench_token(&server.base, &client_id, &key))?;
+    let token = runtime.block_on(common::token(
+        &fresh.url,
+        &server.base,
+        &client_id,
+        "Organization/bench",
+        "admin",
+        "system/*.read",
+    ))?;
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,

@@ -19,5 +19,6 @@ pub mod profiles;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod synthetic;
 pub mod translate;
 pub mod workflow;

@@ -34,6 +34,26 @@ enum Command {
     /// Rebuild the search index of every resource (after adding or
     /// changing a SearchParameter in fhir-profiles/search-parameters/).
     Reindex(DbArgs),
+    /// Fill the database with synthetic referrals for benchmarks (PCNs,
+    /// practices, VCS organisations, link workers; per referral a Patient,
+    /// the ServiceRequest, its Task and its trail), through the server's
+    /// own write path. Not for a database that holds real data.
+    LoadSynthetic(LoadSyntheticArgs),
+}
+
+#[derive(Args)]
+struct LoadSyntheticArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// How many referrals to write.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=50_000_000))]
+    referrals: u64,
+    /// How many PCNs they are spread over (five practices each).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pcns: u64,
+    /// Seed of the generator: the same seed writes the same data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -203,6 +223,33 @@ fn client(cmd: ClientCommand) -> Result<(), String> {
     }
 }
 
+fn load_synthetic(a: LoadSyntheticArgs) -> Result<(), String> {
+    let store = sp_hub::store::Store::open(&a.db.database_url)?;
+    let options = sp_hub::synthetic::Options {
+        referrals: a.referrals as usize,
+        pcns: a.pcns as usize,
+        seed: a.seed,
+    };
+    let done = sp_hub::synthetic::load(&store, &options, |l| {
+        eprintln!(
+            "sp-hub: {} referrals, {} resources in {:.0} s ({:.0} resources/s)",
+            l.referrals,
+            l.resources,
+            l.seconds,
+            l.per_second()
+        )
+    })?;
+    println!(
+        "loaded {} referrals ({} resources) in {:.1} s: {:.0} resources/s",
+        done.referrals,
+        done.resources,
+        done.seconds,
+        done.per_second()
+    );
+    // Statistics for the tables just filled, before anyone queries them.
+    store.analyze()
+}
+
 fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SP_HUB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -266,6 +313,7 @@ fn main() -> std::process::ExitCode {
             .and_then(|()| sp_hub::store::Store::open(&args.database_url))
             .and_then(|store| store.reindex().map_err(|e| e.to_string()))
             .map(|n| println!("reindexed {n} resources")),
+        Command::LoadSynthetic(args) => load_synthetic(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,241 @@
+//! What the scale benches share: a fresh database, the real server, a
+//! client's access token, percentiles. Each bench does `mod common;` and
+//! uses part of it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sp_hub::store::Store;
+
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The `p` quantile (0..=1) of sorted values, nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Replaces the database name (the URL path) of a PostgreSQL URL.
+pub fn with_database(url: &str, name: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let (head, tail) = url.split_at(scheme_end);
+    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
+    let authority_end = tail.find(['/', '?']).unwrap_or(tail.len());
+    format!("{head}{}/{name}{query}", &tail[..authority_end])
+}
+
+/// A database for a run: a SQLite file in a temporary directory, or a
+/// fresh PostgreSQL database (`createdb --maintenance-db=URL`), removed on
+/// drop unless kept.
+pub struct Fresh {
+    pub url: String,
+    /// PostgreSQL: the maintenance URL and the database name, for dropdb.
+    pub postgres: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+    keep: bool,
+}
+
+impl Fresh {
+    /// A new database named after `prefix`; with `keep = Some(n)` a fixed
+    /// one for size `n` (`<tmp>/sp-hub-bench/sqlite-N.db` or `<prefix>_N`)
+    /// that is left in place, and whether it was there already (loaded).
+    pub fn new(
+        postgres: Option<&str>,
+        prefix: &str,
+        keep: Option<usize>,
+    ) -> Result<(Fresh, bool), String> {
+        match (postgres, keep) {
+            (None, Some(n)) => {
+                let dir = std::env::temp_dir().join("sp-hub-bench");
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                let path = dir.join(format!("sqlite-{n}.db"));
+                let loaded = path.exists();
+                let fresh = Fresh {
+                    url: path.to_string_lossy().into_owned(),
+                    postgres: None,
+                    _dir: None,
+                    keep: true,
+                };
+                Ok((fresh, loaded))
+            }
+            (None, None) => {
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("{}-", prefix.replace('_', "-")))
+                    .tempdir()
+                    .map_err(|e| e.to_string())?;
+                let url = dir.path().join("bench.db").to_string_lossy().into_owned();
+                let fresh = Fresh {
+                    url,
+                    postgres: None,
+                    _dir: Some(dir),
+                    keep: false,
+                };
+                Ok((fresh, false))
+            }
+            (Some(admin), keep) => {
+                let name = match keep {
+                    Some(n) => format!("{prefix}_{n}"),
+                    None => format!("{prefix}_{}", std::process::id()),
+                };
+                let out = Command::new("createdb")
+                    .arg(format!("--maintenance-db={admin}"))
+                    .arg(&name)
+                    .output()
+                    .map_err(|e| format!("cannot run createdb (is it on PATH?): {e}"))?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let loaded = keep.is_some() && stderr.contains("already exists");
+                if !out.status.success() && !loaded {
+                    return Err(format!("createdb {name} failed: {stderr}"));
+                }
+                let fresh = Fresh {
+                    url: with_database(admin, &name),
+                    postgres: Some((admin.to_string(), name)),
+                    _dir: None,
+                    keep: keep.is_some(),
+                };
+                Ok((fresh, loaded))
+            }
+        }
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        if self.keep {
+            println!("kept the database: {}", self.url);
+            return;
+        }
+        if let Some((admin, name)) = &self.postgres {
+            let ok = Command::new("dropdb")
+                .arg(format!("--maintenance-db={admin}"))
+                .arg("--force")
+                .arg(name)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("warning: could not drop database {name}");
+            }
+        }
+    }
+}
+
+/// `sp-hub serve` on a database; killed and reaped on drop.
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(database_url: &str) -> Result<Server, String> {
+        let bin = env!("CARGO_BIN_EXE_sp-hub");
+        let mut child = Command::new(bin)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                database_url,
+            ])
+            .env_remove("SP_HUB_LISTEN")
+            .env_remove("SP_HUB_DATABASE_URL")
+            .env("SP_HUB_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+        // A thread reads stdout: the first line comes to us, the rest is
+        // drained so the server can never block on a full pipe.
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next().and_then(Result::ok));
+            for _ in lines.by_ref() {}
+        });
+        let mut server = Server {
+            child,
+            base: String::new(),
+        };
+        let line = rx
+            .recv_timeout(STARTUP_TIMEOUT)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        server.base = line
+            .strip_prefix("sp-hub listening on ")
+            .ok_or_else(|| format!("sp-hub did not announce its address (got '{line}')"))?
+            .to_string();
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Registers a client of `role` for `org` with a key made here (in the
+/// database at `store_url`) and returns an access token for `scope` from
+/// the server at `base`.
+pub async fn token(
+    store_url: &str,
+    base: &str,
+    id: &str,
+    org: &str,
+    role: &str,
+    scope: &str,
+) -> Result<String, String> {
+    use base64::Engine as _;
+    use p384::pkcs8::EncodePrivateKey as _;
+    let key = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let point = key.verifying_key().to_encoded_point(false);
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": "bench",
+        "x": b64(point.x().ok_or("no x")?), "y": b64(point.y().ok_or("no y")?)}]})
+    .to_string();
+    let row = sp_hub::auth::registration(id, org, role, scope, sp_hub::auth::Keys::Jwks(&jwks))?;
+    Store::open(store_url)?.put_client(&row)?;
+    let aud = format!("{base}/auth/token");
+    let claims = json!({"iss": id, "sub": id, "aud": aud, "exp": sp_hub::auth::token::now() + 240,
+                        "jti": uuid::Uuid::new_v4().to_string()});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+    header.kid = Some("bench".into());
+    let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
+    let assertion = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+    )
+    .map_err(|e| e.to_string())?;
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+            ("scope", scope),
+        ])
+        .finish();
+    let v: Value = reqwest::Client::new()
+        .post(&aud)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    v["access_token"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| format!("no token: {v}"))
+}
