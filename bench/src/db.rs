@@ -558,8 +558,9 @@ fn bind_of(ty: &str, v: Option<&Value>) -> Bind {
 }
 
 impl ReferralRows {
-    /// Inserts one copy in one transaction, with new ids; the feed clock,
-    /// the audit head and the rate count move as a request moves them.
+    /// Inserts one copy in one transaction, with new ids; the feed clock
+    /// (stamped after the rows, as `Store::transaction` does), the audit
+    /// head and the rate count move as a request moves them.
     pub fn insert_copy(&self, db: &mut Db, client: &str) -> Result<(), String> {
         let fresh: Vec<(String, String)> = self
             .ids
@@ -575,14 +576,10 @@ impl ReferralRows {
             }
             s
         };
-        let resources = self.rows.iter().filter(|r| r.table == "resources").count() as i64;
         let body = |db: &mut Db| -> Result<(), String> {
-            let last = db.count(
-                "UPDATE feed_clock SET last = last + $1 WHERE id = 1 RETURNING last AS n",
-                &[Bind::Int(Some(resources))],
-            )?;
-            let mut tick: HashMap<String, i64> = HashMap::new();
-            let mut next = last - resources + 1;
+            // As the server does: rows first, the feed clock last, so the
+            // clock's row lock is held only until the commit.
+            let mut stamped: Vec<(String, String, i64)> = vec![];
             for r in &self.rows {
                 let cols: Vec<&(String, String)> = r
                     .columns
@@ -592,22 +589,20 @@ impl ReferralRows {
                     .collect();
                 let mut binds = vec![];
                 for (c, ty) in &cols {
-                    let b = if c == "tick"
-                        && (r.table == "resources" || r.table == "resource_versions")
-                    {
-                        let key = r.values.get("res_id").and_then(Value::as_str).unwrap_or("");
-                        let t = *tick.entry(key.to_string()).or_insert_with(|| {
-                            next += 1;
-                            next - 1
-                        });
-                        Bind::Int(Some(t))
-                    } else {
-                        match bind_of(ty, r.values.get(c.as_str())) {
-                            Bind::Text(Some(s)) => Bind::Text(Some(renamed(&s))),
-                            other => other,
-                        }
-                    };
-                    binds.push(b);
+                    binds.push(match bind_of(ty, r.values.get(c.as_str())) {
+                        Bind::Text(Some(s)) => Bind::Text(Some(renamed(&s))),
+                        other => other,
+                    });
+                }
+                if r.table == "resources" {
+                    let res_type = r
+                        .values
+                        .get("res_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let res_id = r.values.get("res_id").and_then(Value::as_str).unwrap_or("");
+                    let version = r.values.get("version").and_then(Value::as_i64).unwrap_or(1);
+                    stamped.push((res_type.to_string(), renamed(res_id), version));
                 }
                 let names: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
                 let marks: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
@@ -620,6 +615,25 @@ impl ReferralRows {
                     ),
                     &binds,
                 )?;
+            }
+            let last = db.count(
+                "UPDATE feed_clock SET last = last + $1 WHERE id = 1 RETURNING last AS n",
+                &[Bind::Int(Some(stamped.len() as i64))],
+            )?;
+            let first = last - stamped.len() as i64 + 1;
+            for (i, (res_type, res_id, version)) in stamped.iter().enumerate() {
+                let tick = Bind::Int(Some(first + i as i64));
+                let key = [text(res_type), text(res_id), Bind::Int(Some(*version))];
+                for table in ["resource_versions", "resources"] {
+                    let mut binds = vec![tick.clone()];
+                    binds.extend(key.iter().cloned());
+                    db.run(
+                        &format!(
+                            "UPDATE {table} SET tick = $1 WHERE res_type = $2 AND res_id = $3 AND version = $4"
+                        ),
+                        &binds,
+                    )?;
+                }
             }
             for a in &self.audit {
                 let head = {
