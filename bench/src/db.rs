@@ -19,22 +19,16 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
+use diesel::sql_types::{BigInt, Text};
+
+pub use crate::sql_log::Bind;
+use crate::sql_log::{bound, parse_debug_query};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub enum Db {
     Sqlite(diesel::SqliteConnection),
     Postgres(diesel::PgConnection),
-}
-
-/// One bound value.
-#[derive(Debug, Clone)]
-pub enum Bind {
-    Text(Option<String>),
-    Int(Option<i64>),
-    Real(Option<f64>),
-    Bool(Option<bool>),
 }
 
 #[derive(QueryableByName)]
@@ -72,22 +66,6 @@ struct ResIdRow {
     res_id: String,
 }
 
-/// Builds `$sql` with `$binds` for backend `$db` and runs `$then` on it.
-macro_rules! bound {
-    ($db:ty, $sql:expr, $binds:expr) => {{
-        let mut q = diesel::sql_query($sql).into_boxed::<$db>();
-        for b in $binds {
-            q = match b {
-                Bind::Text(v) => q.bind::<Nullable<Text>, _>(v.clone()),
-                Bind::Int(v) => q.bind::<Nullable<BigInt>, _>(*v),
-                Bind::Real(v) => q.bind::<Nullable<Double>, _>(*v),
-                Bind::Bool(v) => q.bind::<Nullable<Bool>, _>(*v),
-            };
-        }
-        q
-    }};
-}
-
 /// `$1, $2, …` as SQLite's `?` (each placeholder used once, in order).
 fn sqlite_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -121,7 +99,7 @@ impl Db {
                 .map_err(|e| format!("cannot open {url}: {e}"))?;
             c.batch_execute(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                 PRAGMA busy_timeout = 10000; PRAGMA mmap_size = 1073741824; \
+                 PRAGMA busy_timeout = 10000; PRAGMA mmap_size = 0; \
                  PRAGMA cache_size = -32768;",
             )
             .map_err(|e| e.to_string())?;
@@ -871,89 +849,9 @@ pub fn capture_poll(
     Ok(out)
 }
 
-/// diesel shows a statement as `<sql> -- binds: [<Debug of each bind>]`.
-fn parse_debug_query(s: &str) -> Option<(String, Vec<Bind>)> {
-    let (sql, binds) = s.rsplit_once(" -- binds: ")?;
-    let inner = binds.trim().strip_prefix('[')?.strip_suffix(']')?;
-    let mut out = vec![];
-    let mut chars = inner.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        match c {
-            ' ' | ',' => {
-                chars.next();
-            }
-            '"' => {
-                chars.next();
-                let mut text = String::new();
-                loop {
-                    match chars.next()? {
-                        '"' => break,
-                        '\\' => text.push(match chars.next()? {
-                            'n' => '\n',
-                            't' => '\t',
-                            'r' => '\r',
-                            '0' => '\0',
-                            other => other,
-                        }),
-                        other => text.push(other),
-                    }
-                }
-                out.push(Bind::Text(Some(text)));
-            }
-            _ => {
-                let mut token = String::new();
-                while let Some(&d) = chars.peek() {
-                    if d == ',' {
-                        break;
-                    }
-                    token.push(d);
-                    chars.next();
-                }
-                let token = token.trim();
-                out.push(match token {
-                    "true" => Bind::Bool(Some(true)),
-                    "false" => Bind::Bool(Some(false)),
-                    "None" => Bind::Text(None),
-                    t if t.contains(['.', 'e', 'E']) => Bind::Real(Some(t.parse().ok()?)),
-                    t => Bind::Int(Some(
-                        t.trim_start_matches("Some(")
-                            .trim_end_matches(')')
-                            .parse()
-                            .ok()?,
-                    )),
-                });
-            }
-        }
-    }
-    Some((sql.to_string(), out))
-}
-
 /// A statement with its binds written in, for reading and for the record.
 pub fn inline(st: &Statement) -> String {
-    let literal = |b: &Bind| match b {
-        Bind::Text(Some(s)) => format!("'{}'", s.replace('\'', "''")),
-        Bind::Int(Some(v)) => v.to_string(),
-        Bind::Real(Some(v)) => v.to_string(),
-        Bind::Bool(Some(v)) => v.to_string(),
-        _ => "NULL".into(),
-    };
-    if st.sql.contains("$1") {
-        // PostgreSQL: $n, replaced from the highest so $1 does not eat $10.
-        let mut sql = st.sql.clone();
-        for (i, b) in st.binds.iter().enumerate().rev() {
-            sql = sql.replace(&format!("${}", i + 1), &literal(b));
-        }
-        sql
-    } else {
-        let mut binds = st.binds.iter();
-        st.sql
-            .chars()
-            .map(|c| match c {
-                '?' => binds.next().map(literal).unwrap_or_else(|| "?".into()),
-                c => c.to_string(),
-            })
-            .collect()
-    }
+    crate::sql_log::inline(&st.sql, &st.binds)
 }
 
 /// Runs one poll's statements, reading every row as the server does.

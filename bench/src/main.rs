@@ -28,9 +28,13 @@
 //! workspace, so the benchmark adds one small crate (hdrhistogram) to the
 //! build instead of goose's tree.
 
+#[path = "../../service/benches/common/client_token.rs"]
+mod client_token;
 mod db;
 mod load;
 mod report;
+#[path = "../../service/benches/common/sql_log.rs"]
+mod sql_log;
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader};
@@ -302,12 +306,7 @@ impl BenchClient {
     }
 
     fn jwks(&self) -> Result<String, String> {
-        use base64::Engine as _;
-        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let point = self.key.verifying_key().to_encoded_point(false);
-        Ok(json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": self.kid, "use": "sig", "alg": "ES384",
-            "x": b64(point.x().ok_or("no x")?), "y": b64(point.y().ok_or("no y")?)}]})
-        .to_string())
+        client_token::jwks(&self.kid, &self.key)
     }
 
     /// `sp-hub client add`, as an operator registers a client.
@@ -349,48 +348,8 @@ impl BenchClient {
 
     /// An access token (SMART backend services, ES384 assertion).
     async fn token(&self, http: &reqwest::Client, base: &str) -> Result<String, String> {
-        use p384::pkcs8::EncodePrivateKey as _;
-        let aud = format!("{base}/auth/token");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|e| e.to_string())?
-            .as_secs();
-        let claims = json!({"iss": self.id, "sub": self.id, "aud": aud, "exp": now + 240,
-            "iat": now, "jti": uuid::Uuid::new_v4().to_string()});
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
-        header.kid = Some(self.kid.clone());
-        let der = self.key.to_pkcs8_der().map_err(|e| e.to_string())?;
-        let assertion = jsonwebtoken::encode(
-            &header,
-            &claims,
-            &jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
-        )
-        .map_err(|e| e.to_string())?;
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs([
-                ("grant_type", "client_credentials"),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", assertion.as_str()),
-                ("scope", "system/*.cruds"),
-            ])
-            .finish();
-        let v: Value = http
-            .post(&aud)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
+        client_token::request_token(http, base, &self.id, &self.kid, &self.key, "system/*.cruds")
             .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        v["access_token"]
-            .as_str()
-            .map(String::from)
-            .ok_or_else(|| format!("no token: {v}"))
     }
 }
 

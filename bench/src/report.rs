@@ -307,8 +307,8 @@ pub fn markdown(results: &[Result], command: &str) -> String {
     let _ = writeln!(
         s,
         "\nRSS is the server's resident set (/proc): idle one second after /readyz, peak the \
-         high-water mark over the run. On SQLite it includes the database pages the server maps \
-         (`mmap_size` 1 GiB), i.e. file cache, not heap. Ratios: sp-hub's saturation throughput \
+         high-water mark over the run (on SQLite it includes each connection's page cache of up to \
+         32 MiB). Ratios: sp-hub's saturation throughput \
          over the best raw rate at the same concurrency levels."
     );
     let _ = writeln!(s, "\n## Targets met?\n");

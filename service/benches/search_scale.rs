@@ -46,10 +46,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::sql_log::{bound, inline, parse_debug_query, Bind};
 use common::{percentile, Fresh, Server};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
-use diesel::sql_types::{Double, Integer, Text};
+use diesel::sql_types::{Integer, Text};
 use serde_json::{json, Value};
 use sp_hub::store::{Decision, Store};
 use sp_hub::synthetic::Rng;
@@ -342,12 +343,6 @@ fn instrumentation() -> Option<Box<dyn Instrumentation>> {
     }))
 }
 
-#[derive(Clone, Debug)]
-enum Bind {
-    Text(String),
-    Double(f64),
-}
-
 struct Statement {
     label: String,
     sql: String,
@@ -391,78 +386,6 @@ fn capture(store: &Store, label: &str, path: &str) -> Result<Vec<Statement>, Str
         .collect()
 }
 
-/// diesel shows a statement as `<sql> -- binds: [<Debug of each bind>]`;
-/// the search binds only strings and doubles.
-fn parse_debug_query(s: &str) -> Option<(String, Vec<Bind>)> {
-    let (sql, binds) = s.rsplit_once(" -- binds: ")?;
-    let inner = binds.trim().strip_prefix('[')?.strip_suffix(']')?;
-    let mut out = vec![];
-    let mut chars = inner.chars().peekable();
-    // Each turn consumes at least one character.
-    while let Some(&c) = chars.peek() {
-        match c {
-            ' ' | ',' => {
-                chars.next();
-            }
-            '"' => {
-                chars.next();
-                let mut text = String::new();
-                loop {
-                    match chars.next()? {
-                        '"' => break,
-                        '\\' => text.push(match chars.next()? {
-                            'n' => '\n',
-                            't' => '\t',
-                            'r' => '\r',
-                            '0' => '\0',
-                            other => other,
-                        }),
-                        other => text.push(other),
-                    }
-                }
-                out.push(Bind::Text(text));
-            }
-            _ => {
-                let mut number = String::new();
-                while let Some(&d) = chars.peek() {
-                    if d == ',' {
-                        break;
-                    }
-                    number.push(d);
-                    chars.next();
-                }
-                out.push(Bind::Double(number.trim().parse().ok()?));
-            }
-        }
-    }
-    Some((sql.to_string(), out))
-}
-
-/// The statement with its binds written in, for reading.
-fn inline(st: &Statement) -> String {
-    let literal = |b: &Bind| match b {
-        Bind::Text(s) => format!("'{}'", s.replace('\'', "''")),
-        Bind::Double(v) => v.to_string(),
-    };
-    if st.sql.contains("$1") {
-        // PostgreSQL: $n, replaced from the highest so $1 does not eat $10.
-        let mut sql = st.sql.clone();
-        for (i, b) in st.binds.iter().enumerate().rev() {
-            sql = sql.replace(&format!("${}", i + 1), &literal(b));
-        }
-        sql
-    } else {
-        let mut binds = st.binds.iter();
-        st.sql
-            .chars()
-            .map(|c| match c {
-                '?' => binds.next().map(literal).unwrap_or_else(|| "?".into()),
-                c => c.to_string(),
-            })
-            .collect()
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Plans
 // ---------------------------------------------------------------------------
@@ -484,16 +407,11 @@ struct PgPlanRow {
 }
 
 macro_rules! load_bound {
-    ($conn:expr, $db:ty, $sql:expr, $binds:expr, $row:ty) => {{
-        let mut q = diesel::sql_query($sql).into_boxed::<$db>();
-        for b in $binds {
-            q = match b {
-                Bind::Text(s) => q.bind::<Text, _>(s.clone()),
-                Bind::Double(v) => q.bind::<Double, _>(*v),
-            };
-        }
-        q.load::<$row>($conn).map_err(|e| e.to_string())
-    }};
+    ($conn:expr, $db:ty, $sql:expr, $binds:expr, $row:ty) => {
+        bound!($db, $sql, $binds)
+            .load::<$row>($conn)
+            .map_err(|e| e.to_string())
+    };
 }
 
 enum Db {
@@ -797,7 +715,7 @@ fn run_size(
     for st in &statements {
         println!("\n--- plan: {} at N = {n} ---", st.label);
         if first {
-            println!("SQL: {}", inline(st));
+            println!("SQL: {}", inline(&st.sql, &st.binds));
         }
         let mut warnings = vec![];
         for line in db.plan(st)? {
