@@ -401,9 +401,13 @@ pub(super) fn history(
     if let Some(seq) = q.before_seq {
         page.push(&format!(" AND v.seq < {seq}"));
     }
-    page.push(match q.after_tick {
-        Some(_) => " ORDER BY v.tick",
-        None => " ORDER BY v.seq DESC",
+    page.push(match (q.after_tick, &q.scope) {
+        (Some(_), _) => " ORDER BY v.tick",
+        // Same order as `seq` for one resource, and its (type, id, version)
+        // key yields it: ordered by `seq`, SQLite walks the (type, seq)
+        // index through every version of the type.
+        (None, HistoryScope::Instance(..)) => " ORDER BY v.version DESC",
+        (None, _) => " ORDER BY v.seq DESC",
     });
     page.push(&format!(" LIMIT {}", q.count + 1));
     let mut items = load!(c, page, Version)?;

@@ -154,10 +154,12 @@ fn history_in(c: &mut AnyConnection, q: &HistoryQuery) -> FhirResult<Page<Versio
     if let Some(seq) = q.before_seq {
         page = page.filter(resource_versions::seq.lt(seq));
     }
-    page = match q.after_tick {
+    page = match (q.after_tick, &q.scope) {
         // The feed reads in commit order; plain history newest first.
-        Some(_) => page.order(resource_versions::tick.asc()),
-        None => page.order(resource_versions::seq.desc()),
+        (Some(_), _) => page.order(resource_versions::tick.asc()),
+        // One resource's versions by its key (see `access_sql::history`).
+        (None, HistoryScope::Instance(..)) => page.order(resource_versions::version.desc()),
+        (None, _) => page.order(resource_versions::seq.desc()),
     };
     let mut items = page
         .limit(q.count + 1)
