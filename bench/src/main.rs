@@ -974,7 +974,7 @@ fn run_one(
     let notes = vec![
         "sp-hub serves with SP_HUB_LOG=warn (no per-request log line) and a rate limit no client reaches (its per-request count is still written).".to_string(),
         format!("Each size is loaded with `sp-hub load-synthetic --referrals N --pcns N/1000` (about seven resources a referral); the referral scenario adds referrals as it runs, so later scenarios and the raw limits see a slightly larger database."),
-        "The raw referral copy inserts the captured rows with new ids in one transaction (BEGIN IMMEDIATE on SQLite), moves the feed clock and the audit head and upserts the rate count as a request does; sp-hub's own request may use more than one transaction.".to_string(),
+        "The raw referral copy inserts the captured rows with new ids in one transaction (BEGIN IMMEDIATE on SQLite), one multi-row INSERT per table, then moves the feed clock, stamps the ticks (one UPDATE per table on PostgreSQL), moves the audit head and upserts the rate count as a request does; sp-hub's own request may use more than one transaction.".to_string(),
         "Raw limits run one connection per thread with the server's SQLite settings (WAL, synchronous=NORMAL): the poll SQL right after the poll scenario (server idle, same data), the referral rows after the write scenarios with the server stopped.".to_string(),
     ];
     let result = report::Result {

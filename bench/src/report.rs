@@ -285,16 +285,25 @@ pub fn markdown(results: &[Result], command: &str) -> String {
             x.map(|x| format!("{:.0}%", x * 100.0))
                 .unwrap_or("–".into())
         };
+        // The peer's process figures are not measured (it is Node.js,
+        // PostgreSQL and Redis, started by its own scripts).
+        let process = |v: f64| {
+            if r.target == "peer" {
+                "–".to_string()
+            } else {
+                format!("{v:.0}")
+            }
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {:.0} | {} | {} |",
             r.target,
             r.backend,
             size(r.referrals),
             r.load_rate,
-            r.cold_start_ms,
-            r.rss_idle_mib,
-            r.rss_peak_mib,
+            process(r.cold_start_ms),
+            process(r.rss_idle_mib),
+            process(r.rss_peak_mib),
             sat("referral"),
             raw(&r.raw_commit),
             ratio(r.referral_ratio),
@@ -392,6 +401,8 @@ pub fn markdown(results: &[Result], command: &str) -> String {
         }
     }
 
+    peer_table(&mut s, results);
+
     let _ = writeln!(s, "\n## Every run\n");
     let _ = writeln!(s, "| target | backend | referrals | scenario | concurrency | throughput (/s) | p50 | p95 | p99 | errors | retries |");
     let _ = writeln!(s, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
@@ -478,4 +489,63 @@ pub fn markdown(results: &[Result], command: &str) -> String {
         }
     }
     s
+}
+
+/// sp-hub beside the peer at each size both ran: throughput and p50 per
+/// scenario and concurrency, and sp-hub's throughput as a multiple of the
+/// peer's.
+fn peer_table(s: &mut String, results: &[Result]) {
+    let peers: Vec<&Result> = results.iter().filter(|r| r.target == "peer").collect();
+    if peers.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## sp-hub beside the peer\n\nThe same scenarios against the peer (see \
+         bench/peer/medplum/README.md), loaded through scenario 1 with as many referrals. \
+         Throughput per second and p50 in ms; ×: sp-hub's throughput over the peer's.\n"
+    );
+    for peer in peers {
+        let ours: Vec<&Result> = results
+            .iter()
+            .filter(|r| r.target == "sp-hub" && r.referrals == peer.referrals)
+            .collect();
+        let mut head = "| referrals | scenario | concurrency | peer (/s) | peer p50 |".to_string();
+        let mut rule = "|---:|---|---:|---:|---:|".to_string();
+        for r in &ours {
+            let _ = write!(head, " {b} (/s) | × | {b} p50 |", b = r.backend);
+            rule.push_str("---:|---:|---:|");
+        }
+        let _ = writeln!(s, "{head}\n{rule}");
+        for sc in &peer.scenarios {
+            for run in &sc.runs {
+                let mut row = format!(
+                    "| {} | {} | {} | {:.0} | {:.2} |",
+                    size(peer.referrals),
+                    sc.name,
+                    run.concurrency,
+                    run.throughput,
+                    run.p50_ms
+                );
+                for r in &ours {
+                    match r
+                        .scenario(&sc.name)
+                        .and_then(|x| x.runs.iter().find(|x| x.concurrency == run.concurrency))
+                    {
+                        Some(x) => {
+                            let _ = write!(
+                                row,
+                                " {:.0} | {:.2}× | {:.2} |",
+                                x.throughput,
+                                x.throughput / run.throughput.max(1e-9),
+                                x.p50_ms
+                            );
+                        }
+                        None => row.push_str(" – | – | – |"),
+                    }
+                }
+                let _ = writeln!(s, "{row}");
+            }
+        }
+    }
 }
