@@ -560,7 +560,9 @@ impl ReferralRows {
             // One multi-row INSERT per table (in the order the tables were
             // first written), as the server's write path batches its rows.
             let mut stamped: Vec<(String, String, i64)> = vec![];
-            let mut tables: Vec<(&str, Vec<&str>, Vec<Vec<Bind>>)> = vec![];
+            // (table, columns, each row's values)
+            type Batch<'a> = (&'a str, Vec<&'a str>, Vec<Vec<Bind>>);
+            let mut tables: Vec<Batch> = vec![];
             for r in &self.rows {
                 let cols: Vec<&(String, String)> = r
                     .columns

@@ -499,11 +499,19 @@ fn peer_table(s: &mut String, results: &[Result]) {
     if peers.is_empty() {
         return;
     }
+    let sizes: Vec<String> = peers.iter().map(|r| r.referrals.to_string()).collect();
     let _ = writeln!(
         s,
         "\n## sp-hub beside the peer\n\nThe same scenarios against the peer (see \
-         bench/peer/medplum/README.md), loaded through scenario 1 with as many referrals. \
-         Throughput per second and p50 in ms; ×: sp-hub's throughput over the peer's.\n"
+         bench/peer/medplum/README.md), loaded through scenario 1 with as many referrals, \
+         on the same machine in the same session:\n\n    \
+         cargo run --release -p sp-hub-bench -- --peer-base \"$(bench/peer/medplum/start.sh)\" \
+         --peer-token \"$(bench/peer/medplum/token.sh)\" --sizes {}\n\n\
+         Throughput per second and p50 in ms; ×: sp-hub's throughput over the peer's. The peer \
+         answers the poll in its `_lastUpdated` form and the trail as one `_include`/`_revinclude` \
+         search, holds one practice and one VCS with no per-organisation access rules, and keeps \
+         no audit record per request; sp-hub does all of that.\n",
+        sizes.join(",")
     );
     for peer in peers {
         let ours: Vec<&Result> = results
