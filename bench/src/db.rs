@@ -21,8 +21,9 @@ use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
-pub use crate::sql_log::Bind;
-use crate::sql_log::{bound, parse_debug_query};
+use crate::sql::with_database;
+pub use crate::sql::Bind;
+use crate::sql::{bound, parse_debug_query};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -239,15 +240,6 @@ impl Db {
 // ---------------------------------------------------------------------------
 // Fresh databases
 // ---------------------------------------------------------------------------
-
-/// Replaces the database name (the URL path) of a PostgreSQL URL.
-pub fn with_database(url: &str, name: &str) -> String {
-    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let (head, tail) = url.split_at(scheme_end);
-    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
-    let authority_end = tail.find(['/', '?']).unwrap_or(tail.len());
-    format!("{head}{}/{name}{query}", &tail[..authority_end])
-}
 
 pub fn create_database(admin_url: &str, name: &str) -> Result<String, String> {
     let mut db = Db::open(admin_url)?;
@@ -910,7 +902,7 @@ pub fn capture_poll(
 
 /// A statement with its binds written in, for reading and for the record.
 pub fn inline(st: &Statement) -> String {
-    crate::sql_log::inline(&st.sql, &st.binds)
+    crate::sql::inline(&st.sql, &st.binds)
 }
 
 /// Runs one poll's statements, reading every row as the server does.

@@ -33,8 +33,8 @@ mod client_token;
 mod db;
 mod load;
 mod report;
-#[path = "../../service/benches/common/sql_log.rs"]
-mod sql_log;
+#[path = "../../service/benches/common/sql.rs"]
+mod sql;
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader};

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::sql_log::{bound, inline, parse_debug_query, Bind};
+use common::sql::{bound, inline, parse_debug_query, Bind};
 use common::{percentile, Fresh, Server};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod client_token;
-pub mod sql_log;
+pub mod sql;
+
+use sql::with_database;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -18,15 +20,6 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
-}
-
-/// Replaces the database name (the URL path) of a PostgreSQL URL.
-pub fn with_database(url: &str, name: &str) -> String {
-    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let (head, tail) = url.split_at(scheme_end);
-    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
-    let authority_end = tail.find(['/', '?']).unwrap_or(tail.len());
-    format!("{head}{}/{name}{query}", &tail[..authority_end])
 }
 
 /// A database for a run: a SQLite file in a temporary directory, or a

@@ -1,6 +1,17 @@
-//! Statements as diesel's instrumentation shows them, read back into SQL
-//! and binds so a bench can run them again (raw timings, EXPLAIN). Shared
-//! with the load benchmark in `bench/`, which includes this file by path.
+//! SQL helpers the scale benches share with the load benchmark in `bench/`
+//! (which includes this file by path): a PostgreSQL URL naming another
+//! database, and statements as diesel's instrumentation shows them, read
+//! back into SQL and binds so a bench can run them again (raw timings,
+//! EXPLAIN).
+
+/// Replaces the database name (the URL path) of a PostgreSQL URL.
+pub fn with_database(url: &str, name: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let (head, tail) = url.split_at(scheme_end);
+    let query = tail.find('?').map(|i| &tail[i..]).unwrap_or("");
+    let authority_end = tail.find(['/', '?']).unwrap_or(tail.len());
+    format!("{head}{}/{name}{query}", &tail[..authority_end])
+}
 
 /// One bound value.
 #[derive(Debug, Clone)]
