@@ -564,10 +564,17 @@ mod properties {
     use std::sync::OnceLock;
 
     /// Rewriting reads the database only for conditional references; a
-    /// transaction on an in-memory SQLite store is all it needs here.
+    /// transaction on an empty SQLite store is all it needs here. A file,
+    /// not `:memory:`: every connection of the pool must see one database.
     fn store() -> &'static Store {
-        static STORE: OnceLock<Store> = OnceLock::new();
-        STORE.get_or_init(|| Store::open(":memory:").expect("in-memory store"))
+        static STORE: OnceLock<(tempfile::TempDir, Store)> = OnceLock::new();
+        &STORE
+            .get_or_init(|| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = dir.path().join("rewrite.db").to_string_lossy().into_owned();
+                (dir, Store::open(&url).expect("store"))
+            })
+            .1
     }
 
     fn rewrite(v: &Value, ids: &HashMap<String, String>) -> FhirResult<Value> {

@@ -30,7 +30,7 @@ impl Store {
         let mut c = self.writer().map_err(|e| e.to_string())?;
         diesel::insert_into(clients::table)
             .values(row)
-            .execute(&mut c)
+            .execute(&mut *c)
             .map(drop)
             .map_err(|e| match e {
                 DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
@@ -76,7 +76,7 @@ impl Store {
         let mut c = self.writer().map_err(|e| e.to_string())?;
         diesel::update(clients::table.find(id))
             .set(clients::disabled.eq(true))
-            .execute(&mut c)
+            .execute(&mut *c)
             .map(|n| n > 0)
             .map_err(|e| e.to_string())
     }
@@ -93,7 +93,7 @@ impl Store {
     ) -> Result<bool, String> {
         let mut c = self.writer().map_err(|e| e.to_string())?;
         diesel::delete(assertion_jti::table.filter(assertion_jti::expires.lt(now)))
-            .execute(&mut c)
+            .execute(&mut *c)
             .map_err(|e| e.to_string())?;
         let inserted = diesel::insert_into(assertion_jti::table)
             .values((
@@ -101,7 +101,7 @@ impl Store {
                 assertion_jti::jti.eq(jti),
                 assertion_jti::expires.eq(expires),
             ))
-            .execute(&mut c);
+            .execute(&mut *c);
         match inserted {
             Ok(_) => Ok(true),
             Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
@@ -151,7 +151,7 @@ impl Store {
             diesel::delete(
                 rate_counts::table.filter(rate_counts::window_start.lt(window_start - 600)),
             )
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .map_err(|e| e.to_string())?;
         }
         Ok(count)

@@ -201,7 +201,7 @@ impl Store {
             export_jobs::counts.eq(counts),
             export_jobs::lease_until.eq(lease_until),
         ))
-        .execute(&mut c)
+        .execute(&mut *c)
         .map(|n| n > 0)
         .map_err(db_error)
     }
@@ -223,7 +223,7 @@ impl Store {
                 .filter(export_jobs::lease_until.eq(held)),
         )
         .set((export_jobs::state.eq(state), export_jobs::error.eq(error)))
-        .execute(&mut c)
+        .execute(&mut *c)
         .map(drop)
         .map_err(db_error)
     }
@@ -239,7 +239,7 @@ impl Store {
                 .filter(export_jobs::lease_until.eq(seen_lease)),
         )
         .set(export_jobs::lease_until.eq(lease_until))
-        .execute(&mut c)
+        .execute(&mut *c)
         .map(|n| n > 0)
         .map_err(db_error)
     }

@@ -150,12 +150,11 @@ mod tests {
 
     fn stops_long_statements(url: &str) {
         let store = Store::open_limited(url, Some(Duration::from_millis(50))).expect("open");
-        for mut conn in [
-            store.reader().expect("reader"),
-            store.writer().expect("writer"),
-        ] {
+        let mut reader = store.reader().expect("reader");
+        let mut writer = store.writer().expect("writer");
+        for conn in [&mut *reader, &mut *writer] {
             let began = Instant::now();
-            let err = slow(&mut conn, 100_000_000).expect_err("a long statement is stopped");
+            let err = slow(conn, 100_000_000).expect_err("a long statement is stopped");
             assert!(
                 began.elapsed() < Duration::from_secs(5),
                 "stopped at about the limit"
@@ -165,10 +164,11 @@ mod tests {
             assert_eq!((err.status(), err.retry_after()), (503, Some(5)));
             assert_eq!(err.to_outcome()["issue"][0]["code"], "too-costly");
             // The connection is fine afterwards, and short statements pass.
-            quick(&mut conn).expect("a short statement runs");
+            quick(conn).expect("a short statement runs");
         }
-        // A write transaction stopped midway is rolled back, and the
-        // (on SQLite, only) writer takes the next transaction.
+        drop((reader, writer));
+        // A write transaction stopped midway is rolled back, and the next
+        // writer (on SQLite, the next to take the write turn) commits.
         let mut w = store.writer().expect("writer");
         let stopped = w.transaction(|c| {
             quick(c)?;
@@ -180,8 +180,7 @@ mod tests {
         ));
         drop(w);
         let mut w = store.writer().expect("writer");
-        w.transaction(|c| quick(c))
-            .expect("the next transaction commits");
+        w.transaction(quick).expect("the next transaction commits");
         // A store opened without a limit lets the same statement finish.
         let unlimited = Store::open(url).expect("open");
         slow(&mut unlimited.reader().expect("reader"), 300_000).expect("no limit");

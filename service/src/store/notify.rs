@@ -192,7 +192,7 @@ impl Store {
         use diesel::sql_types::Text;
         let mut conn = self.writer()?;
         conn.transaction(|c| {
-            let ids: Vec<super::sql::Id> = match &mut **c {
+            let ids: Vec<super::sql::Id> = match &mut *c {
                 AnyConnection::Postgresql(pg) => {
                     diesel::sql_query(due_sql("$1", limit, " FOR UPDATE SKIP LOCKED"))
                         .bind::<Text, _>(now)
@@ -243,7 +243,7 @@ impl Store {
         let mut conn = self.writer()?;
         diesel::update(subscriptions::table.find(id))
             .set(subscriptions::leased_until.eq(until))
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .map(drop)
             .map_err(db_error)
     }
@@ -314,7 +314,7 @@ impl Store {
         let mut conn = self.writer()?;
         diesel::update(subscriptions::table.find(id))
             .set(subscriptions::leased_until.eq(""))
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .map(drop)
             .map_err(db_error)
     }

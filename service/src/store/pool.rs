@@ -2,17 +2,25 @@
 //!
 //! Work runs on blocking threads (`Store::run`), never on actix workers.
 //! SQLite allows one writer at a time; rather than let writers fight over
-//! the file lock ("database is locked"), every write goes through a pool of
-//! exactly one connection, while reads use a pool of their own (WAL lets
-//! them run beside the writer). PostgreSQL uses one pool for both and lets
-//! row locks and the unique (type, id, version) key arbitrate.
+//! the file lock ("database is locked"), a writer first takes this
+//! process's write turn (a mutex), then any connection of the one pool
+//! (WAL lets reads run beside it). Any connection rather than a dedicated
+//! one: SQLite empties a connection's page cache when it begins a read after
+//! another connection's commit, and every request commits (its audit
+//! record). With one pool handing out the connection returned last, a
+//! request's read and its audit run on the same connection, whose cache
+//! then survives to the next request. PostgreSQL uses one pool for both and
+//! lets row locks and the unique (type, id, version) key arbitrate.
 
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use parking_lot::{Mutex, RawMutex};
 
 use crate::fhir::outcome::{FhirError, FhirResult};
 
@@ -109,10 +117,32 @@ impl ManageConnection for Manager {
 type AnyPool = Pool<Manager>;
 pub(crate) type Conn = PooledConnection<Manager>;
 
+/// A connection that may write. On SQLite it holds the write turn for as
+/// long as it lives; the connection goes back to the pool first (fields drop
+/// in order), then the turn.
+pub(crate) struct Writer {
+    conn: Conn,
+    _turn: Option<parking_lot::lock_api::ArcMutexGuard<RawMutex, ()>>,
+}
+
+impl Deref for Writer {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
-    read: AnyPool,
-    write: AnyPool,
+    pool: AnyPool,
+    /// SQLite only: one writer at a time in this process.
+    write_turn: Option<Arc<Mutex<()>>>,
     backend: Backend,
 }
 
@@ -139,25 +169,33 @@ impl Store {
                 .build(manager(url))
                 .map_err(|e| format!("cannot open database: {e}"))
         };
-        let (read, write) = match backend {
+        let (pool, write_turn) = match backend {
             Backend::Sqlite => {
-                let write = build(1)?;
-                // Create the file and schema through the writer before any
-                // reader opens it.
-                let mut conn = write.get().map_err(|e| e.to_string())?;
+                if url.contains(":memory:") || url.contains("mode=memory") {
+                    return Err(
+                        "an in-memory SQLite database is private to one connection, \
+                                and the server uses several; give a file path"
+                            .into(),
+                    );
+                }
+                // Create the file, its WAL mode and schema through one
+                // connection before the pool opens the others at once.
+                let mut conn = manager(url).connect().map_err(|e| e.to_string())?;
                 run_migrations(&mut conn, None)?;
-                (build(8)?, write)
+                drop(conn);
+                // Eight readers at a time, plus the writer.
+                (build(9)?, Some(Arc::new(Mutex::new(()))))
             }
             Backend::Postgres => {
                 let pool = build(16)?;
                 let mut conn = pool.get().map_err(|e| e.to_string())?;
                 run_migrations(&mut conn, query_timeout)?;
-                (pool.clone(), pool)
+                (pool, None)
             }
         };
         Ok(Store {
-            read,
-            write,
+            pool,
+            write_turn,
             backend,
         })
     }
@@ -179,7 +217,7 @@ impl Store {
         use super::schema::server_secrets;
         use diesel::sql_types::Text;
         let fresh = fresh();
-        let mut conn = self.write.get().map_err(|e| e.to_string())?;
+        let mut conn = self.writer().map_err(|e| e.to_string())?;
         let inserted = match &mut *conn {
             AnyConnection::Postgresql(c) => diesel::sql_query(
                 "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
@@ -198,7 +236,7 @@ impl Store {
         server_secrets::table
             .find(name)
             .select(server_secrets::value)
-            .first(&mut conn)
+            .first(&mut *conn)
             .map_err(|e| format!("cannot read the {name} secret: {e}"))
     }
 
@@ -226,7 +264,7 @@ impl Store {
     /// milliseconds would do. SQLite's plans do not rest on statistics (the
     /// server never gathers them), so there it does nothing.
     pub fn analyze(&self) -> Result<(), String> {
-        let mut conn = self.write.get().map_err(|e| e.to_string())?;
+        let mut conn = self.writer().map_err(|e| e.to_string())?;
         match &mut *conn {
             AnyConnection::Postgresql(c) => c
                 .transaction(|c| c.batch_execute("SET LOCAL statement_timeout = 0; ANALYZE"))
@@ -242,7 +280,7 @@ impl Store {
         if std::path::Path::new(path).exists() {
             return Err(format!("{path} exists already; back up to a new file"));
         }
-        let mut conn = self.read.get().map_err(|e| e.to_string())?;
+        let mut conn = self.reader().map_err(|e| e.to_string())?;
         match &mut *conn {
             AnyConnection::Sqlite(c) => super::limit::exempt(|| {
                 diesel::sql_query("VACUUM INTO ?")
@@ -258,17 +296,10 @@ impl Store {
         }
     }
 
-    /// (pool, connections, idle ones) of the read and the write pool (on
-    /// PostgreSQL one pool serves both).
+    /// (pool, connections, idle ones) of the one pool.
     pub fn pool_state(&self) -> Vec<(&'static str, u32, u32)> {
-        let (r, w) = (self.read.state(), self.write.state());
-        match self.backend {
-            Backend::Postgres => vec![("shared", r.connections, r.idle_connections)],
-            Backend::Sqlite => vec![
-                ("read", r.connections, r.idle_connections),
-                ("write", w.connections, w.idle_connections),
-            ],
-        }
+        let s = self.pool.state();
+        vec![("shared", s.connections, s.idle_connections)]
     }
 
     pub fn backend(&self) -> Backend {
@@ -276,11 +307,18 @@ impl Store {
     }
 
     pub(crate) fn reader(&self) -> FhirResult<Conn> {
-        self.read.get().map_err(unavailable)
+        self.pool.get().map_err(unavailable)
     }
 
-    pub(crate) fn writer(&self) -> FhirResult<Conn> {
-        self.write.get().map_err(unavailable)
+    /// A connection for a write transaction; on SQLite, once this process's
+    /// other writer (if any) is done. Never ask for a second one while
+    /// holding one.
+    pub(crate) fn writer(&self) -> FhirResult<Writer> {
+        let turn = self.write_turn.as_ref().map(Mutex::lock_arc);
+        Ok(Writer {
+            conn: self.pool.get().map_err(unavailable)?,
+            _turn: turn,
+        })
     }
 
     /// Runs blocking store work off the async workers.
@@ -343,4 +381,20 @@ pub(crate) fn db_error(e: diesel::result::Error) -> FhirError {
     }
     tracing::error!(error = %e, "database error");
     FhirError::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Store;
+
+    #[test]
+    fn an_in_memory_sqlite_database_is_refused_by_name() {
+        for url in [":memory:", "file:hub?mode=memory&cache=shared"] {
+            let err = Store::open(url).err().expect("refused");
+            assert!(
+                err.contains("in-memory") && err.contains("file path"),
+                "{err}"
+            );
+        }
+    }
 }
