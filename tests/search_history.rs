@@ -159,6 +159,7 @@ both!(
     paging_is_stable_while_resources_are_added,
     default_page_size_is_50,
     count_zero_and_summary_count_return_only_the_total,
+    total_counts_every_match_whether_or_not_the_first_page_holds_them,
     post_search_with_form_body_matches_get,
     instance_history_lists_versions_newest_first,
     type_and_system_history_cover_their_scope,
@@ -537,6 +538,39 @@ async fn count_zero_and_summary_count_return_only_the_total(s: Server) {
     // Above the maximum (1000) is capped, not refused.
     let b = s.get_ok("/Patient?_count=5000").await;
     assert_eq!(entries(&b).len(), 3);
+}
+
+/// A first page that holds every match gives its own length as the total
+/// (no count query); one that does not, and every later page, count. Both
+/// must give the same figure, sorted or not, with included resources or not.
+async fn total_counts_every_match_whether_or_not_the_first_page_holds_them(s: Server) {
+    for i in 0..5 {
+        s.create(&patient(&format!("94347659{i:02}"))).await;
+    }
+    s.create(&json!({"resourceType": "Practitioner", "identifier": [{"system": NHS_NUMBER, "value": "1"}]})).await;
+    let matches = format!("/Patient?identifier={}", enc(&format!("{NHS_NUMBER}|")));
+    for extra in ["", "&_sort=-_lastUpdated", "&_revinclude=Provenance:target"] {
+        for count in [4, 5, 6, 50] {
+            let q = format!("{matches}&_count={count}{extra}");
+            let pages = s.all_pages(&q).await;
+            assert_eq!(pages.len(), if count < 5 { 2 } else { 1 }, "{q}");
+            for page in &pages {
+                assert_eq!(page["total"], 5, "{q}: {page}");
+            }
+            let matched: usize = pages
+                .iter()
+                .map(|p| {
+                    entries(p)
+                        .iter()
+                        .filter(|e| e["search"]["mode"] == "match")
+                        .count()
+                })
+                .sum();
+            assert_eq!(matched, 5, "{q}");
+        }
+    }
+    let none = s.get_ok(&format!("{matches}&_count=5&_total=none")).await;
+    assert!(none.get("total").is_none(), "{none}");
 }
 
 async fn post_search_with_form_body_matches_get(s: Server) {

@@ -26,15 +26,12 @@ pub(super) fn search(
     q: &SearchQuery,
 ) -> FhirResult<Page<Current>> {
     let lead = lead(c, q)?;
-    let total = if q.skip_total {
-        None
-    } else {
-        let mut count = Sql::new(c);
-        count.push("SELECT COUNT(*) AS n FROM resources r0 WHERE ");
-        conditions(&mut count, res_type, q, lead, true);
-        Some(load!(c, count, Count)?.first().map_or(0, |c| c.n))
-    };
     if q.count == 0 {
+        let total = if q.skip_total {
+            None
+        } else {
+            Some(count(c, res_type, q, lead)?)
+        };
         return Ok(Page {
             items: vec![],
             total,
@@ -43,9 +40,39 @@ pub(super) fn search(
             last_sort: None,
         });
     }
-    if !q.sort.is_empty() {
-        return sorted(c, res_type, q, lead, total);
-    }
+    let (items, more, last_sort) = if q.sort.is_empty() {
+        unsorted(c, res_type, q, lead)?
+    } else {
+        sorted(c, res_type, q, lead)?
+    };
+    // A first page that holds every match is its own count: a poll that
+    // finds a few new Tasks (the usual case) runs one query, not two.
+    let first = q.after_id.is_none() && q.after_sort.is_none();
+    let total = match (q.skip_total, first && !more) {
+        (true, _) => None,
+        (false, true) => Some(items.len() as i64),
+        (false, false) => Some(count(c, res_type, q, lead)?),
+    };
+    finish(c, q, items, total, more, last_sort)
+}
+
+fn count(c: &mut AnyConnection, res_type: &str, q: &SearchQuery, lead: Lead) -> FhirResult<i64> {
+    let mut count = Sql::new(c);
+    count.push("SELECT COUNT(*) AS n FROM resources r0 WHERE ");
+    conditions(&mut count, res_type, q, lead, true);
+    Ok(load!(c, count, Count)?.first().map_or(0, |c| c.n))
+}
+
+/// A page's rows, whether more follow, and the last row's sort keys.
+type Rows = (Vec<Current>, bool, Option<Vec<String>>);
+
+/// A page in id order, or in commit order for the change feed.
+fn unsorted(
+    c: &mut AnyConnection,
+    res_type: &str,
+    q: &SearchQuery,
+    lead: Lead,
+) -> FhirResult<Rows> {
     let mut page = Sql::new(c);
     page.push("SELECT r0.res_type, r0.res_id, r0.version, r0.last_updated, r0.deleted, r0.body, r0.tick FROM resources r0 WHERE ");
     conditions(&mut page, res_type, q, lead, false);
@@ -66,7 +93,7 @@ pub(super) fn search(
     let mut items = load!(c, page, Current)?;
     let more = items.len() as i64 > q.count;
     items.truncate(q.count as usize);
-    finish(c, q, items, total, more, None)
+    Ok((items, more, None))
 }
 
 #[derive(QueryableByName)]
@@ -88,13 +115,7 @@ const LAST_DESC: &str = "";
 /// A `_sort`ed page: each key is the smallest (ascending) or largest
 /// (descending) indexed value of the parameter, ties broken by id, paged
 /// by keyset on (keys…, id) like the unsorted search.
-fn sorted(
-    c: &mut AnyConnection,
-    res_type: &str,
-    q: &SearchQuery,
-    lead: Lead,
-    total: Option<i64>,
-) -> FhirResult<Page<Current>> {
+fn sorted(c: &mut AnyConnection, res_type: &str, q: &SearchQuery, lead: Lead) -> FhirResult<Rows> {
     let mut sql = Sql::new(c);
     sql.push("SELECT * FROM (SELECT r0.res_type, r0.res_id, r0.version, r0.last_updated, r0.deleted, r0.body, r0.tick");
     for i in 0..MAX_SORT_KEYS {
@@ -158,7 +179,7 @@ fn sorted(
         v
     });
     let items: Vec<Current> = rows.into_iter().map(|r| r.current).collect();
-    finish(c, q, items, total, more, last_sort)
+    Ok((items, more, last_sort))
 }
 
 /// The text a resource sorts by for one key.
