@@ -174,7 +174,7 @@ impl Store {
                 if url.contains(":memory:") || url.contains("mode=memory") {
                     return Err(
                         "an in-memory SQLite database is private to one connection, \
-                                and the server uses several; give a file path"
+                         and the server uses several; give a file path"
                             .into(),
                     );
                 }
