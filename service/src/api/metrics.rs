@@ -116,14 +116,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     });
     out.push_str("# HELP sp_hub_db_connections Database pool connections, by pool and state.\n");
     out.push_str("# TYPE sp_hub_db_connections gauge\n");
-    for (pool, total, idle) in state.store.pool_state() {
-        let _ = writeln!(
-            out,
-            "sp_hub_db_connections{{pool=\"{pool}\",state=\"idle\"}} {idle}\n\
-             sp_hub_db_connections{{pool=\"{pool}\",state=\"in_use\"}} {}",
-            total - idle
-        );
-    }
+    // One pool on either backend; the label stays for dashboards built on it.
+    let (total, idle) = state.store.pool_state();
+    let _ = writeln!(
+        out,
+        "sp_hub_db_connections{{pool=\"shared\",state=\"idle\"}} {idle}\n\
+         sp_hub_db_connections{{pool=\"shared\",state=\"in_use\"}} {}",
+        total - idle
+    );
     let _ = writeln!(
         out,
         "# HELP sp_hub_notifications_total Notification deliveries by this replica, by outcome.\n\

@@ -296,10 +296,10 @@ impl Store {
         }
     }
 
-    /// (pool, connections, idle ones) of the one pool.
-    pub fn pool_state(&self) -> Vec<(&'static str, u32, u32)> {
+    /// (connections, idle ones) of the pool.
+    pub fn pool_state(&self) -> (u32, u32) {
         let s = self.pool.state();
-        vec![("shared", s.connections, s.idle_connections)]
+        (s.connections, s.idle_connections)
     }
 
     pub fn backend(&self) -> Backend {
