@@ -357,3 +357,20 @@ async fn organisations_claiming_one_pool_task_at_once_get_one_winner(s: Server) 
     assert_eq!(now["status"], "accepted");
     assert_eq!(now["owner"], winner["owner"]);
 }
+
+/// A server on a new SQLite file opens its connections several at once
+/// just after the one that created the schema closed. Each must wait for
+/// the locks of the others, not fail with "database is locked" and be
+/// retried after a pause. (Before the busy timeout was set first, a few
+/// starts in forty logged it.)
+#[tokio::test]
+async fn a_server_on_a_new_sqlite_file_opens_its_pool_without_lock_errors() {
+    let s = Server::start(Backend::Sqlite).await;
+    for i in 0..40 {
+        let file = s.workdir().join(format!("new-{i}.db"));
+        let other = s.serve_other(&file.to_string_lossy()).await;
+        assert_eq!(other.status_of("/metadata").await, 200);
+        let log = other.log();
+        assert!(!log.contains("database is locked"), "{log}");
+    }
+}

@@ -84,9 +84,12 @@ impl ManageConnection for Manager {
                     diesel::SqliteConnection::establish(path)
                 })
                 .map_err(r2d2::Error::ConnectionError)?;
-                // WAL: readers never block the writer; NORMAL sync is durable
-                // across application crashes in WAL mode; the busy timeout
-                // covers other processes (e.g. `sp-hub migrate`) on the file.
+                // The busy timeout comes first: it covers other connections
+                // and processes (e.g. `sp-hub migrate`) on the file, and the
+                // journal-mode statement after it must wait for their locks
+                // too, not fail with "database is locked". WAL: readers never
+                // block the writer; NORMAL sync is durable across
+                // application crashes in WAL mode.
                 // No memory map: a connection that starts a read after any
                 // commit (every request writes its audit record) unmaps and
                 // remaps the whole file, and that cost grew with the file
@@ -94,8 +97,8 @@ impl ManageConnection for Manager {
                 // the OS cache plus a 32 MiB page cache per connection
                 // (SQLite's default is 2 MiB) is cheaper at every size.
                 c.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
                      PRAGMA mmap_size = 0; PRAGMA cache_size = -32768;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
