@@ -165,9 +165,14 @@ impl Store {
             backend,
             query_timeout,
         };
+        // A checkout runs `SELECT 1` to find a dead connection, which only
+        // a network can make: PostgreSQL keeps the check, SQLite (a file)
+        // skips it. On SQLite a writer checks out inside the write turn, so
+        // the check would lengthen every writer's turn.
         let build = |size: u32| {
             Pool::builder()
                 .max_size(size)
+                .test_on_check_out(backend == Backend::Postgres)
                 .connection_timeout(Duration::from_secs(30))
                 .build(manager(url))
                 .map_err(|e| format!("cannot open database: {e}"))
