@@ -15,11 +15,16 @@
 //!    `Store::transaction` and `Tx::write`, the server's own write path
 //!    (current row, history row, index rows, change-feed ticks), about 1000
 //!    resources per transaction;
-//! 2. starts the real `sp-hub serve` on that database and times `--queries`
-//!    sequential HTTP requests of each search below, with random owners and
-//!    practices, then prints p50, p99 and throughput; each set of requests
-//!    runs twice, "first" (at the larger sizes most pages are new to the
-//!    server process) and "repeat" (the same requests again);
+//! 2. starts the real `sp-hub serve` on that database.
+//!
+//! With every size served, it times `--queries` sequential HTTP requests of
+//! each search below, with random owners and practices, and prints p50, p99
+//! and throughput. Each set of requests runs twice, "first" (at the larger
+//! sizes most pages are new to the server process) and "repeat" (the same
+//! requests again). Within a pass the sizes take turns, a tenth of the
+//! requests at a time, so that the machine's changing speed cannot favour
+//! one size. Then, for each size, it
+//!
 //! 3. prints the plan the database chooses for the SQL those searches run
 //!    (captured from the library as it runs the same search in-process):
 //!    `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN (ANALYZE, BUFFERS)` on
@@ -74,6 +79,8 @@ const VCS_SYSTEM: &str = "https://fhir.example.org/sp-hub/vcs-id";
 const STATUSES: [&str; 4] = ["requested", "accepted", "in-progress", "completed"];
 /// Untimed requests before each timed run (connection set-up, caches).
 const WARM_UP: usize = 5;
+/// Slices of each pass per size; the sizes take turns slice by slice.
+const ROUNDS: usize = 10;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// The values the plans are shown for.
 const PLAN_VCS: u64 = 7;
@@ -535,17 +542,16 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<impl AsRef<[u8]>, St
     Ok(body)
 }
 
-/// Times `requests` searches with random values twice over: the first pass
-/// meets pages the server has not read yet (at the larger sizes most of
-/// them), the repeat shows the same work with those pages in memory.
-async fn time_search(
+/// The `requests` URLs of one search at one size (random owners and
+/// practices, the same at every run), after a few untimed warm-up requests.
+async fn urls_for(
     client: &reqwest::Client,
     base: &str,
     search: &Search,
     size: usize,
     requests: usize,
     tick: i64,
-) -> Result<[Timing; 2], String> {
+) -> Result<Vec<String>, String> {
     let mut rng = Rng(0x5EA2C4 ^ size as u64);
     for _ in 0..WARM_UP {
         get(
@@ -554,37 +560,90 @@ async fn time_search(
         )
         .await?;
     }
-    let urls: Vec<String> = (0..requests)
+    Ok((0..requests)
         .map(|_| format!("{base}{}", (search.path)(&mut rng, size, tick)))
-        .collect();
-    let mut passes = vec![];
-    for pass in ["first", "repeat"] {
-        let mut latencies = Vec::with_capacity(requests);
-        let mut hits = 0.0;
-        let started = Instant::now();
-        for url in &urls {
-            let t = Instant::now();
-            let body = get(client, url).await?;
-            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-            let bundle: Value = serde_json::from_slice(body.as_ref()).map_err(|e| e.to_string())?;
-            hits += bundle["total"]
-                .as_f64()
-                .unwrap_or_else(|| bundle["entry"].as_array().map_or(0.0, |e| e.len() as f64));
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        latencies.sort_by(f64::total_cmp);
-        passes.push(Timing {
-            size,
-            search: search.name,
-            pass,
-            p50: percentile(&latencies, 0.50),
-            p99: percentile(&latencies, 0.99),
-            per_second: requests as f64 / elapsed,
-            hits: hits / requests as f64,
-        });
+        .collect())
+}
+
+/// What one pass of one search at one size measured so far.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<f64>,
+    seconds: f64,
+    hits: f64,
+}
+
+/// Sends `urls` one after another, adding each latency and hit count.
+async fn time_urls(
+    client: &reqwest::Client,
+    urls: &[String],
+    into: &mut Samples,
+) -> Result<(), String> {
+    let started = Instant::now();
+    for url in urls {
+        let t = Instant::now();
+        let body = get(client, url).await?;
+        into.latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        let bundle: Value = serde_json::from_slice(body.as_ref()).map_err(|e| e.to_string())?;
+        into.hits += bundle["total"]
+            .as_f64()
+            .unwrap_or_else(|| bundle["entry"].as_array().map_or(0.0, |e| e.len() as f64));
     }
-    let [first, repeat]: [Timing; 2] = passes.try_into().map_err(|_| "two passes")?;
-    Ok([first, repeat])
+    into.seconds += started.elapsed().as_secs_f64();
+    Ok(())
+}
+
+impl Samples {
+    fn timing(mut self, size: usize, search: &'static str, pass: &'static str) -> Timing {
+        let n = self.latencies.len() as f64;
+        self.latencies.sort_by(f64::total_cmp);
+        Timing {
+            size,
+            search,
+            pass,
+            p50: percentile(&self.latencies, 0.50),
+            p99: percentile(&self.latencies, 0.99),
+            per_second: n / self.seconds,
+            hits: self.hits / n,
+        }
+    }
+}
+
+/// Times every search at every size. Each search's requests run twice
+/// over: the first pass meets pages the server has not read yet (at the
+/// larger sizes most of them), the repeat shows the same work with those
+/// pages in memory. Within a pass the sizes take turns, `ROUNDS` slices
+/// each, so that a change in the machine's speed during the run (other
+/// load, clock scaling) falls on every size alike instead of on whichever
+/// ran at the time; the ratios between sizes are what the target is about.
+async fn time_all(
+    sizes: &[Ready],
+    searches: &[Search],
+    requests: usize,
+) -> Result<Vec<Timing>, String> {
+    let mut timings = vec![];
+    for search in searches {
+        let mut urls = vec![];
+        for r in sizes {
+            urls.push(urls_for(&r.client, &r.base, search, r.n, requests, r.tick).await?);
+        }
+        for pass in ["first", "repeat"] {
+            let mut samples: Vec<Samples> = sizes.iter().map(|_| Samples::default()).collect();
+            let slice = requests.div_ceil(ROUNDS);
+            for round in 0..ROUNDS {
+                for (i, r) in sizes.iter().enumerate() {
+                    let urls = urls[i].chunks(slice).nth(round).unwrap_or(&[]);
+                    time_urls(&r.client, urls, &mut samples[i]).await?;
+                }
+            }
+            for (r, samples) in sizes.iter().zip(samples) {
+                let t = samples.timing(r.n, search.name, pass);
+                println!("{}", row(&t));
+                timings.push(t);
+            }
+        }
+    }
+    Ok(timings)
 }
 
 fn header() -> String {
@@ -605,12 +664,24 @@ fn row(t: &Timing) -> String {
 // One size
 // ---------------------------------------------------------------------------
 
-fn run_size(
-    o: &Options,
+/// One size, loaded and served.
+struct Ready {
     n: usize,
-    runtime: &tokio::runtime::Runtime,
-    first: bool,
-) -> Result<Vec<Timing>, String> {
+    /// Stopped (`None`) before the plans are taken, and in any case before
+    /// `fresh` drops.
+    server: Option<Server>,
+    base: String,
+    /// Holds the database (a fresh one is removed when this drops).
+    fresh: Fresh,
+    client: reqwest::Client,
+    /// The feed resumes after this tick.
+    tick: i64,
+    statements: Vec<Statement>,
+}
+
+/// Loads (or reuses) the database of size `n`, captures the SQL of the
+/// searches, and starts the server on it with an admin client.
+fn prepare(o: &Options, n: usize, runtime: &tokio::runtime::Runtime) -> Result<Ready, String> {
     let backend = if o.postgres.is_some() {
         "postgres"
     } else {
@@ -623,7 +694,7 @@ fn run_size(
     );
     let (fresh, loaded) = Fresh::new(o.postgres.as_deref(), "sp_hub_bench", o.keep.then_some(n))?;
 
-    // 1. Load through the library, then capture the SQL of each search.
+    // Load through the library, then capture the SQL of each search.
     let (tick, statements) = {
         let store = Store::open(&fresh.url)?;
         if loaded {
@@ -669,8 +740,7 @@ fn run_size(
         (tick, statements)
     };
 
-    // 2. Time the searches over HTTP against the real server, as an admin
-    // client with a key made here.
+    // The real server, called as an admin client with a key made here.
     let client_id = format!("bench-{}", std::process::id());
     let server = Server::start(&fresh.url)?;
     let token = runtime.block_on(common::token(
@@ -692,29 +762,24 @@ fn run_size(
         .build()
         .map_err(|e| e.to_string())?;
     println!("server: {} (feed resumes after tick {tick})", server.base);
-    println!("{}", header());
-    let mut timings = vec![];
-    for search in &SEARCHES {
-        let t = runtime.block_on(time_search(
-            &client,
-            &server.base,
-            search,
-            n,
-            o.queries,
-            tick,
-        ))?;
-        for t in t {
-            println!("{}", row(&t));
-            timings.push(t);
-        }
-    }
-    drop(server);
+    Ok(Ready {
+        n,
+        base: server.base.clone(),
+        server: Some(server),
+        fresh,
+        client,
+        tick,
+        statements,
+    })
+}
 
-    // 3. The plans of the searches' SQL (values: vcs7, P42).
-    let mut db = Db::open(&fresh.url)?;
-    for st in &statements {
-        println!("\n--- plan: {} at N = {n} ---", st.label);
-        if first {
+/// Prints the plans of the searches' SQL (values: vcs7, P42) at one size,
+/// flagging full scans.
+fn print_plans(r: &Ready, with_sql: bool) -> Result<(), String> {
+    let mut db = Db::open(&r.fresh.url)?;
+    for st in &r.statements {
+        println!("\n--- plan: {} at N = {} ---", st.label, r.n);
+        if with_sql {
             println!("SQL: {}", inline(&st.sql, &st.binds));
         }
         let mut warnings = vec![];
@@ -731,7 +796,7 @@ fn run_size(
             println!("(no full scans)");
         }
     }
-    Ok(timings)
+    Ok(())
 }
 
 fn main() {
@@ -748,10 +813,22 @@ fn run() -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let mut all = vec![];
-    for (i, &n) in o.sizes.iter().enumerate() {
-        all.extend(run_size(&o, n, &runtime, i == 0)?);
+    let mut ready = vec![];
+    for &n in &o.sizes {
+        ready.push(prepare(&o, n, &runtime)?);
     }
+    println!("\n=== timings (sizes take turns; {ROUNDS} rounds a pass) ===");
+    println!("{}", header());
+    let all = runtime.block_on(time_all(&ready, &SEARCHES, o.queries))?;
+    for r in &mut ready {
+        // Stop the servers first: the plans (EXPLAIN ANALYZE on PostgreSQL)
+        // should not compete with them.
+        r.server = None;
+    }
+    for (i, r) in ready.iter().enumerate() {
+        print_plans(r, i == 0)?;
+    }
+    drop(ready);
 
     let backend = if o.postgres.is_some() {
         "PostgreSQL"
