@@ -28,6 +28,8 @@
 //! workspace, so the benchmark adds one small crate (hdrhistogram) to the
 //! build instead of goose's tree.
 
+#[path = "../../service/benches/common/announce.rs"]
+mod announce;
 #[path = "../../service/benches/common/client_token.rs"]
 mod client_token;
 mod db;
@@ -37,7 +39,6 @@ mod report;
 mod sql;
 
 use std::cell::Cell;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
@@ -216,29 +217,14 @@ impl Server {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        // The first line comes to us; the rest is drained so the server
-        // never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok));
-            for _ in lines.by_ref() {}
-        });
+        // Built first, so that a server that never announces itself is
+        // killed when this returns early.
         let mut server = Server {
             child,
             base: String::new(),
             cold_start_ms: 0.0,
         };
-        let line = rx
-            .recv_timeout(STARTUP_TIMEOUT)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        server.base = line
-            .strip_prefix("sp-hub listening on ")
-            .ok_or_else(|| format!("sp-hub did not announce its address (got '{line}')"))?
-            .trim()
-            .to_string();
+        server.base = announce::base_url(stdout, STARTUP_TIMEOUT)?;
         let ready = format!("{}/readyz", server.base);
         loop {
             if started.elapsed() > STARTUP_TIMEOUT {

@@ -3,12 +3,12 @@
 //! uses part of it.
 #![allow(dead_code)]
 
+pub mod announce;
 pub mod client_token;
 pub mod sql;
 
 use sql::with_database;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -145,28 +145,14 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start {bin}: {e}"))?;
-        // A thread reads stdout: the first line comes to us, the rest is
-        // drained so the server can never block on a full pipe.
         let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok));
-            for _ in lines.by_ref() {}
-        });
+        // Built first, so that a server that never announces itself is
+        // killed when this returns early.
         let mut server = Server {
             child,
             base: String::new(),
         };
-        let line = rx
-            .recv_timeout(STARTUP_TIMEOUT)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        server.base = line
-            .strip_prefix("sp-hub listening on ")
-            .ok_or_else(|| format!("sp-hub did not announce its address (got '{line}')"))?
-            .to_string();
+        server.base = announce::base_url(stdout, STARTUP_TIMEOUT)?;
         Ok(server)
     }
 }
