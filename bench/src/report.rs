@@ -241,10 +241,13 @@ pub fn markdown(results: &[Result], command: &str) -> String {
             d
         };
         let _ = writeln!(s, "Date of the runs: {}.\n", dates.join(", "));
+    }
+    // The peer's results have no sp-hub binary to measure.
+    if let Some(bytes) = results.iter().map(|r| r.binary_bytes).find(|&b| b > 0) {
         let _ = writeln!(
             s,
             "Release binary (`target/release/sp-hub`, stripped): {:.1} MB.\n",
-            first.binary_bytes as f64 / 1e6
+            bytes as f64 / 1e6
         );
     }
     if let Some(pg) = results.iter().find(|r| !r.postgres_settings.is_empty()) {
