@@ -260,6 +260,26 @@ async fn each_organisation_sees_exactly_its_own_trails(b: Backend) {
         );
         // Directory data is shared.
         assert_eq!(client.total("/Organization").await, 7, "{name}");
+        // A count from index entries alone (no resource row read) counts
+        // only what the caller may see, like the search it counts.
+        for q in [
+            "/Task?intent=order",
+            "/ServiceRequest?intent=order",
+            "/Patient?gender=female,male,other,unknown",
+            "/Task?focus:ServiceRequest.intent=order",
+        ] {
+            let seen = ids_of(client, q).await.len() as u64;
+            assert_eq!(
+                client.total(&format!("{q}&_summary=count")).await,
+                seen,
+                "{name} {q}"
+            );
+            assert_eq!(
+                client.total(&format!("{q}&_count=1")).await,
+                seen,
+                "{name} {q}"
+            );
+        }
         table.push_str(&format!(
             "{name} | {} | {} | {}\n",
             referrals.len(),

@@ -25,6 +25,7 @@ both!(
     include_and_revinclude_add_related_resources_once,
     bad_include_is_400,
     total_none_leaves_out_the_count,
+    totals_count_each_live_match_once,
     sort_orders_by_several_keys_and_pages_stably,
     text_of_type_and_identifier_modifiers_search_their_companion_index,
 );
@@ -669,6 +670,57 @@ async fn total_none_leaves_out_the_count(s: Server) {
     assert_eq!(entry_ids(&b).len(), 1);
     assert_eq!(s.get_ok("/Task?_total=accurate").await["total"], 1);
     assert_outcome(s.get("/Task?_total=some").await, 400, "invalid").await;
+}
+
+/// A count answered from index entries alone (no condition on the
+/// resource row) still counts a resource once however many of its values
+/// match, and never a deleted one; so does a chain's.
+async fn totals_count_each_live_match_once(s: Server) {
+    let patient = |given: &[&str]| json!({"resourceType": "Patient", "name": [{"family": "Count", "given": given}]});
+    let p = seed(
+        &s,
+        &[
+            patient(&["Joan", "Josephine"]),
+            patient(&["John"]),
+            patient(&["Jo"]),
+            patient(&["Mary"]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        s.delete(&format!("/Patient/{}", p[2]))
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
+    for q in [
+        "/Patient?given=jo&_count=1",
+        "/Patient?given=jo&_summary=count",
+    ] {
+        assert_eq!(s.total(q).await, 2, "{q}");
+    }
+    assert_eq!(found(&s, "/Patient?given=jo").await, ids(&p, &[0, 1]));
+
+    let sr = |patient: &str| {
+        json!({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+               "subject": {"reference": format!("Patient/{patient}")}})
+    };
+    let r = seed(&s, &[sr(&p[0]), sr(&p[1])]).await;
+    // One Task refers to both referrals, so its focus entries match twice.
+    let task = |focus: &[&String]| {
+        json!({"resourceType": "Task", "status": "requested", "intent": "order",
+               "focus": {"reference": format!("ServiceRequest/{}", focus[0])},
+               "basedOn": focus.iter().map(|f| json!({"reference": format!("ServiceRequest/{f}")})).collect::<Vec<_>>()})
+    };
+    seed(&s, &[task(&[&r[0], &r[1]]), task(&[&r[1]])]).await;
+    let chain = "/Task?based-on:ServiceRequest.subject:Patient.given=jo";
+    assert_eq!(s.total(&format!("{chain}&_count=1")).await, 2);
+    assert_eq!(s.total(&format!("{chain}&_summary=count")).await, 2);
+    assert_eq!(
+        s.all_pages(chain).await.iter().flat_map(entry_ids).count(),
+        2
+    );
 }
 
 /// Ids in the order the search returns them, across all pages.

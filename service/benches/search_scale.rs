@@ -357,7 +357,7 @@ struct Statement {
 }
 
 /// Runs the search in-process (as the server's handler does) and returns
-/// the search statements it ran: the count, then the page.
+/// the search statements it ran: the page, then the count when it ran one.
 fn capture(store: &Store, label: &str, path: &str) -> Result<Vec<Statement>, String> {
     let (res_type, params) = split_path(path);
     CAPTURED.lock().unwrap().clear();
@@ -375,11 +375,11 @@ fn capture(store: &Store, label: &str, path: &str) -> Result<Vec<Statement>, Str
     let captured = std::mem::take(&mut *CAPTURED.lock().unwrap());
     captured
         .iter()
-        .filter(|s| s.contains("FROM resources r0"))
+        .filter(|s| s.contains("FROM resources r0") || s.starts_with("SELECT COUNT("))
         .map(|s| {
             let (sql, binds) = parse_debug_query(s)
                 .ok_or_else(|| format!("cannot read the captured statement: {s}"))?;
-            let kind = if sql.starts_with("SELECT COUNT(*)") {
+            let kind = if sql.starts_with("SELECT COUNT(") {
                 "count"
             } else {
                 "page"

@@ -58,9 +58,48 @@ pub(super) fn search(
 
 fn count(c: &mut AnyConnection, res_type: &str, q: &SearchQuery, lead: Lead) -> FhirResult<i64> {
     let mut count = Sql::new(c);
-    count.push("SELECT COUNT(*) AS n FROM resources r0 WHERE ");
-    conditions(&mut count, res_type, q, lead, true);
+    match index_only(q, lead) {
+        // Only live resources have index entries, so the lead's distinct
+        // ids are the matches: no probe of the resource rows per match
+        // (at 1M referrals, a page fetch each on SQLite).
+        Some((lead, probes)) => {
+            count.access = q.access.org().cloned();
+            count.push("SELECT COUNT(DISTINCT m.res_id) AS n FROM (");
+            lookup(&mut count, lead, res_type, &probes);
+            count.push(") m");
+            if let Some(o) = count.access.clone() {
+                count.push(" WHERE ").visible(&o, res_type, "m.res_id");
+            }
+        }
+        None => {
+            count.push("SELECT COUNT(*) AS n FROM resources r0 WHERE ");
+            conditions(&mut count, res_type, q, lead);
+        }
+    }
     Ok(load!(c, count, Count)?.first().map_or(0, |c| c.n))
+}
+
+/// The lead clause and the index clauses it probes, when those are the
+/// whole search: no condition on the resource row (`_id`, `_lastUpdated`,
+/// the change feed) and a lead answered from index entries alone.
+fn index_only(q: &SearchQuery, lead: Lead) -> Option<(&Clause, Vec<&Clause>)> {
+    let Lead::Clause(lead) = lead else {
+        return None;
+    };
+    let (on_row, probes) = split(q, lead);
+    (on_row.is_empty() && q.feed.is_none() && is_lookup(&q.clauses[lead]))
+        .then(|| (&q.clauses[lead], probes))
+}
+
+/// The clauses other than the lead: those on the resource row, and the
+/// index clauses the lead probes on its own entries.
+fn split(q: &SearchQuery, lead: usize) -> (Vec<&Clause>, Vec<&Clause>) {
+    q.clauses
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != lead)
+        .map(|(_, c)| c)
+        .partition(|c| matches!(c.target, Target::Id | Target::LastUpdated))
 }
 
 /// A page's rows, whether more follow, and the last row's sort keys.
@@ -75,7 +114,7 @@ fn unsorted(
 ) -> FhirResult<Rows> {
     let mut page = Sql::new(c);
     page.push("SELECT r0.res_type, r0.res_id, r0.version, r0.last_updated, r0.deleted, r0.body, r0.tick FROM resources r0 WHERE ");
-    conditions(&mut page, res_type, q, lead, false);
+    conditions(&mut page, res_type, q, lead);
     match q.feed {
         // The change feed reads in commit order, resuming after a tick.
         Some(_) => {
@@ -134,7 +173,7 @@ fn sorted(c: &mut AnyConnection, res_type: &str, q: &SearchQuery, lead: Lead) ->
         sql.push(&format!(" AS s{i}"));
     }
     sql.push(" FROM resources r0 WHERE ");
-    conditions(&mut sql, res_type, q, lead, false);
+    conditions(&mut sql, res_type, q, lead);
     sql.push(") t");
     if let Some(after) = &q.after_sort {
         // (k0, k1, …, id) strictly after the previous page's last row.
@@ -375,7 +414,7 @@ pub(super) fn matching_ids(
     let lead = lead(c, q)?;
     let mut sql = Sql::new(c);
     sql.push("SELECT r0.res_id FROM resources r0 WHERE ");
-    conditions(&mut sql, res_type, q, lead, false);
+    conditions(&mut sql, res_type, q, lead);
     sql.push(&format!(" ORDER BY r0.res_id LIMIT {limit}"));
     Ok(load!(c, sql, Id)?.into_iter().map(|r| r.res_id).collect())
 }
@@ -447,19 +486,16 @@ fn lead(c: &mut AnyConnection, q: &SearchQuery) -> FhirResult<Lead> {
     Ok(Lead::Clause(i))
 }
 
-/// The WHERE clause of `q` on the resource row `r0`. `counting`: only
-/// the number of matches is wanted, so when every condition is an index
-/// lookup the resource row is not read at all (only live resources have
-/// index entries); the (type, id) key is an index-only read.
-fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery, lead: Lead, counting: bool) {
+/// The WHERE clause of `q` on the resource row `r0`.
+fn conditions(sql: &mut Sql, res_type: &str, q: &SearchQuery, lead: Lead) {
     sql.access = q.access.org().cloned();
-    clauses(sql, res_type, q, lead, counting);
+    clauses(sql, res_type, q, lead);
     if let Some(o) = sql.access.clone() {
         sql.push(" AND ").visible(&o, res_type, "r0.res_id");
     }
 }
 
-fn clauses(sql: &mut Sql, res_type: &str, q: &SearchQuery, lead: Lead, counting: bool) {
+fn clauses(sql: &mut Sql, res_type: &str, q: &SearchQuery, lead: Lead) {
     let Lead::Clause(lead) = lead else {
         sql.push("r0.res_type = ")
             .text(res_type)
@@ -475,18 +511,10 @@ fn clauses(sql: &mut Sql, res_type: &str, q: &SearchQuery, lead: Lead, counting:
     };
     // Conditions on the resource row stay on it; the other index clauses
     // go to the lead, which checks them on its own entries.
-    let (on_row, probes): (Vec<&Clause>, Vec<&Clause>) = q
-        .clauses
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != lead)
-        .map(|(_, c)| c)
-        .partition(|c| matches!(c.target, Target::Id | Target::LastUpdated));
-    let row_free = counting && on_row.is_empty() && q.feed.is_none() && is_lookup(&q.clauses[lead]);
-    sql.push("r0.res_type = ").text(res_type);
-    if !row_free {
-        sql.push(" AND NOT r0.deleted");
-    }
+    let (on_row, probes) = split(q, lead);
+    sql.push("r0.res_type = ")
+        .text(res_type)
+        .push(" AND NOT r0.deleted");
     if let Some(tick) = q.feed {
         let column = sql.column(Lead::Clause(lead), "r0.tick");
         sql.push(&format!(" AND {column} > {tick}"));
