@@ -707,7 +707,7 @@ async fn totals_count_each_live_match_once(s: Server) {
                "subject": {"reference": format!("Patient/{patient}")}})
     };
     let r = seed(&s, &[sr(&p[0]), sr(&p[1])]).await;
-    // One Task refers to both referrals, so its focus entries match twice.
+    // One Task is based on both referrals, so two of its entries match.
     let task = |focus: &[&String]| {
         json!({"resourceType": "Task", "status": "requested", "intent": "order",
                "focus": {"reference": format!("ServiceRequest/{}", focus[0])},
